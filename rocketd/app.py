@@ -1,0 +1,181 @@
+"""
+The composition root: builds the engine, the faces and the listeners from
+one L{rocketd.config.Config}.
+
+This is the only module that knows every component; each component gets
+its settings and its reactor injected here and reads no option or file
+itself.
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+from twisted.web.resource import Resource
+
+from rocketd.http.limits import BoundedSite
+
+log = Logger()
+
+
+class RootResource(Resource):
+    """
+    The main listener's root: C{/restms/...} goes to the RestMS face,
+    C{/static/...} to the static files, and every other path to the
+    WebRocket face (whose vhost paths may have any number of segments).
+    """
+
+    def __init__(self, fallback):
+        Resource.__init__(self)
+        self._fallback = fallback
+
+    def getChild(self, name, request):
+        if self._fallback is None:
+            return Resource.getChild(self, name, request)
+        # Hand the whole path to the fallback: put back the segment that
+        # traversal has just taken.
+        request.postpath.insert(0, request.prepath.pop())
+        return self._fallback
+
+    def render(self, request):
+        return self._fallback.render(request)
+
+
+def _tooLargeBody(request):
+    """The 413 answer: plain text for RestMS, a JSON error elsewhere."""
+    if request.path.startswith(b"/restms"):
+        return (b"text/plain; charset=utf-8", b"The request body is larger than the server accepts.\n")
+    return (b"application/json", b'{"error": "The request body is larger than the server accepts."}')
+
+
+class Rocketd:
+    """
+    Everything one daemon runs, built from a config.
+
+    @ivar engine: the L{rocketd.interfaces.IEngine}.
+    @ivar root: the main listener's resource.
+    @ivar admin: the admin listener's resource.
+    @ivar vhosts: the WebRocket vhost registry.
+    """
+
+    def __init__(self, config, reactor):
+        from rocketd.engine.memory import MemoryEngine
+        from rocketd.restms.app import RestMSApp
+
+        self.config = config
+        self.reactor = reactor
+        self.engine = MemoryEngine(
+            clock=reactor,
+            pipeDepth=config.pipe_depth,
+            feedBacklog=config.feed_backlog,
+        )
+        self.restms = RestMSApp(
+            self.engine,
+            clock=reactor,
+            longPoll=config.long_poll,
+            heartbeat=config.heartbeat,
+        )
+        self.vhosts = None
+        self.admin = Resource()
+        fallback = None
+        try:
+            from rocketd.webrocket.backend import BackendApp
+            from rocketd.webrocket.vhosts import VhostRegistry
+        except ImportError:
+            BackendApp = None
+        if BackendApp is not None:
+            stateDir = FilePath(config.state_dir)
+            self.vhosts = VhostRegistry(
+                self.engine,
+                stateDir.child("vhosts.json"),
+                clock=reactor,
+                declared=config.vhosts,
+            )
+            backend = BackendApp(
+                self.engine,
+                self.vhosts,
+                clock=reactor,
+                tokenTTL=config.token_ttl,
+                heartbeat=config.heartbeat,
+                eventBacklog=config.event_backlog,
+                eventBacklogAge=config.event_backlog_age,
+            )
+            fallback = backend.resource()
+            try:
+                from rocketd.admin.api import AdminApp, ensureCookie
+            except ImportError:
+                AdminApp = None
+            if AdminApp is not None:
+                cookie = ensureCookie(stateDir.child("admin.cookie"))
+                self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
+        root = RootResource(fallback)
+        root.putChild(b"restms", self.restms.resource())
+        self.root = root
+
+    def start(self):
+        """
+        Prepare what must exist before the listeners open (the default
+        domain, the persisted vhosts).
+
+        @return: Deferred firing when ready.
+        """
+        from twisted.internet.defer import DeferredList
+
+        from rocketd.interfaces import DEFAULT_DOMAIN
+
+        ds = [self.engine.createDomain(DEFAULT_DOMAIN, "Default domain")]
+        if self.vhosts is not None:
+            ds.append(self.vhosts.load())
+        return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+
+    def site(self):
+        return BoundedSite(self.root, maxBody=self.config.max_body, tooLargeBody=_tooLargeBody)
+
+    def adminSite(self):
+        return BoundedSite(self.admin, maxBody=self.config.max_body, tooLargeBody=_tooLargeBody)
+
+
+class _RocketdService(MultiService):
+    """Starts the engine state before the listeners, stops the engine after them."""
+
+    def __init__(self, rocketd):
+        MultiService.__init__(self)
+        self.rocketd = rocketd
+
+    def privilegedStartService(self):
+        # Listeners bind in privilegedStartService; the state they serve is
+        # created first (the embedded engine answers synchronously).
+        self.rocketd.start().addErrback(self._startFailed)
+        MultiService.privilegedStartService(self)
+
+    def _startFailed(self, failure):
+        log.failure("rocketd could not start", failure)
+        self.rocketd.reactor.stop()
+
+    def stopService(self):
+        d = MultiService.stopService(self)
+        d.addCallback(lambda _: self.rocketd.engine.stop())
+        return d
+
+
+def makeRocketdService(config, reactor):
+    """
+    Build the daemon's service: the main listener and the admin listener.
+
+    @param config: a L{rocketd.config.Config}.
+    @param reactor: the reactor to listen, time and schedule with.
+    @return: an L{IService}.
+    """
+    FilePath(config.state_dir).makedirs(ignoreExistingDirectory=True)
+    rocketd = Rocketd(config, reactor)
+    service = _RocketdService(rocketd)
+    main = StreamServerEndpointService(serverFromString(reactor, config.listen), rocketd.site())
+    main.setName("main")
+    main.setServiceParent(service)
+    admin = StreamServerEndpointService(serverFromString(reactor, config.admin), rocketd.adminSite())
+    admin.setName("admin")
+    admin.setServiceParent(service)
+    return service

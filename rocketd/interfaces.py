@@ -1,0 +1,328 @@
+"""
+The engine's interfaces.
+
+Both engines (the embedded one in L{rocketd.engine.memory} and, later, the
+RabbitMQ one) provide these, and both faces (RestMS, WebRocket) use nothing
+else. Every operation returns a L{Deferred}, even where the embedded engine
+could answer at once, so that a networked engine implements the same
+contract. Failures are the exceptions of L{rocketd.errors}.
+
+Vocabulary (RestMS's): a I{domain} groups feeds and pipes; a I{feed} routes
+the messages published to it; a I{pipe} holds the messages routed to it; a
+I{join} connects a pipe to a feed with a selector (an address pattern,
+headers or a predicate). Every feed, pipe, join, held message and content has
+a I{hash}: an unguessable URL-safe string (at least 128 random bits) that is
+its capability and its private name.
+"""
+
+from zope.interface import Attribute, Interface
+
+#: The seven feed types.
+FEED_TYPES = ("fanout", "direct", "topic", "headers", "system", "rotator", "service")
+#: The three pipe types.
+PIPE_TYPES = ("fifo", "stream", "ondemand")
+#: The name of every domain's default feed.
+DEFAULT_FEED = "default"
+#: The name of the default domain.
+DEFAULT_DOMAIN = "default"
+
+
+class IEngine(Interface):
+    """
+    A routing engine: a set of domains, and a registry of private resources
+    by hash.
+    """
+
+    def createDomain(name, title=""):
+        """
+        Create a domain, with its default feed (type direct, named
+        L{DEFAULT_FEED}); creating one that exists changes nothing.
+
+        @return: Deferred firing with the L{IDomain}.
+        """
+
+    def getDomain(name):
+        """
+        @return: Deferred firing with the L{IDomain} of that name, or failing
+            with L{rocketd.errors.NoSuchResource}.
+        """
+
+    def listDomains():
+        """@return: Deferred firing with a list of every L{IDomain}."""
+
+    def deleteDomain(name):
+        """
+        Delete a domain with all its feeds and pipes (and so their joins and
+        held messages). Deleting one that does not exist is not an error.
+
+        @return: Deferred firing with None.
+        """
+
+    def lookup(hash):
+        """
+        Find a private resource by its hash.
+
+        @return: Deferred firing with the L{IFeed}, L{IPipe}, L{IJoin},
+            L{IHeldMessage}, L{IContent} or L{IAsynclet} that has this hash,
+            or failing with L{rocketd.errors.NoSuchResource}.
+        """
+
+    def stop():
+        """
+        Release everything the engine holds (timers, connections); pending
+        waits fail with L{twisted.internet.defer.CancelledError}.
+
+        @return: Deferred firing with None when done.
+        """
+
+
+class IResource(Interface):
+    """What every engine resource has."""
+
+    hash = Attribute("The resource's unguessable private name (str).")
+    created = Attribute("POSIX time of creation (float), from the engine's clock.")
+    modified = Attribute("POSIX time of the last change visible in the resource's document.")
+    version = Attribute(
+        "An int that grows whenever the resource's document changes "
+        "(with modified, it is what an ETag is made of)."
+    )
+
+
+class IDomain(Interface):
+    """A named group of feeds and pipes."""
+
+    name = Attribute("The domain's name (str).")
+    title = Attribute("A description (str).")
+    modified = Attribute("POSIX time of the last change to the domain's feed or pipe list.")
+    version = Attribute("An int that grows when a feed or pipe is added or removed.")
+
+    def createFeed(name=None, type="topic", title="", license="", backlog=None, backlogAge=None):
+        """
+        Create a feed in this domain.
+
+        @param name: a public name (1-128 of C{[A-Za-z0-9._-]}, not starting
+            with C{amq.}), or None for a private feed named by its hash.
+        @param type: one of L{FEED_TYPES}.
+        @param backlog: for a rotator or service feed, how many messages may
+            wait for a join (None: the engine's default); the oldest is
+            dropped and counted beyond it.
+        @param backlogAge: for a rotator or service feed, how many seconds a
+            message may wait for a join (None: the engine's default).
+        @return: Deferred firing with C{(feed, created)}: the L{IFeed} and
+            True, or the existing public feed of that name and type and
+            False. Fails with L{rocketd.errors.InvalidName},
+            L{rocketd.errors.InvalidArgument} (unknown type) or
+            L{rocketd.errors.Conflict} (the name exists with another type).
+        """
+
+    def getFeed(name):
+        """
+        @return: Deferred firing with the public L{IFeed} of that name (the
+            default feed is L{DEFAULT_FEED}), or failing with
+            L{rocketd.errors.NoSuchResource}.
+        """
+
+    def listFeeds():
+        """@return: Deferred firing with the list of public L{IFeed}s, in creation order."""
+
+    def createPipe(type="fifo", title=""):
+        """
+        Create a pipe, named by its hash, with its default join onto the
+        domain's default feed (address = the pipe's name).
+
+        @param type: one of L{PIPE_TYPES}.
+        @return: Deferred firing with the new L{IPipe}; fails with
+            L{rocketd.errors.InvalidArgument} for an unknown type.
+        """
+
+    def listPipes():
+        """@return: Deferred firing with the list of this domain's L{IPipe}s, in creation order."""
+
+
+class IFeed(IResource):
+    """Routes published messages to the pipes joined to it."""
+
+    name = Attribute("The public name (str), or None for a private feed.")
+    type = Attribute("One of L{FEED_TYPES}.")
+    title = Attribute("A short title (str).")
+    license = Attribute("A license name (str).")
+    domain = Attribute("The name of the L{IDomain} the feed belongs to.")
+    isDefault = Attribute("True for a domain's default feed (it can't be changed or deleted).")
+    dropped = Attribute("How many backlog messages (rotator, service) were dropped by the backlog limits.")
+
+    def update(title=None, license=None):
+        """
+        Change the title and/or license (None leaves a value as it is).
+
+        @return: Deferred firing with this feed; fails with
+            L{rocketd.errors.Forbidden} on a default feed.
+        """
+
+    def delete():
+        """
+        Delete the feed and every join onto it (pipes stay).
+
+        @return: Deferred firing with None; fails with
+            L{rocketd.errors.Forbidden} on a default feed.
+        """
+
+    def publish(messages):
+        """
+        Route messages, in order, to the joined pipes by the feed type's rules.
+
+        @param messages: a list of L{rocketd.engine.message.Message}; each may
+            reference contents staged on this feed (see L{stageContent}).
+        @return: Deferred firing with the number of pipe deliveries made (a
+            message kept in a rotator or service feed's backlog counts 0);
+            fails with L{rocketd.errors.Forbidden} on a system feed, and then
+            none of the messages is routed.
+        """
+
+    def stageContent(content):
+        """
+        Keep a L{rocketd.engine.message.Content} on this feed until a message
+        published to this feed claims it with L{claimContent}.
+
+        @return: Deferred firing with the staged L{IContent}.
+        """
+
+    def claimContent(hash):
+        """
+        Take a staged content for a message about to be published here. A
+        content can be claimed once.
+
+        @return: Deferred firing with the L{rocketd.engine.message.Content};
+            fails with L{rocketd.errors.ContentGone} if unknown or already
+            claimed, and with L{rocketd.errors.Forbidden} if it was staged
+            on another feed.
+        """
+
+    def listJoins():
+        """@return: Deferred firing with the list of L{IJoin}s onto this feed."""
+
+
+class IPipe(IResource):
+    """Holds the messages routed to it until the client takes them."""
+
+    name = Attribute("The pipe's name: its hash (what clients use as reply_to).")
+    type = Attribute("One of L{PIPE_TYPES}.")
+    title = Attribute("A title (str).")
+    domain = Attribute("The name of the L{IDomain} the pipe belongs to.")
+    asynclet = Attribute(
+        "The hash of the next message that will arrive in this pipe. "
+        "It changes each time a message arrives: the arriving message takes "
+        "this hash, and a new one is drawn for the next."
+    )
+    dropped = Attribute("How many messages the depth limit's overflow policy has dropped.")
+    consumed = Attribute("True while a consumer is attached (see L{consume}).")
+
+    def join(feed, address="*", headers=None, predicate=None):
+        """
+        Join this pipe to a feed.
+
+        @param feed: the L{IFeed} (of any domain).
+        @param address: the address pattern; its meaning depends on the feed
+            type (ignored by fanout and, unless not C{*}, by rotator/service).
+        @param headers: for a headers feed, a dict name to value that a
+            message must carry (C{x-match: any} relaxes all to any).
+        @param predicate: None, or a callable taking a
+            L{rocketd.engine.message.Message} and answering whether this join
+            takes it; it is applied after the address/headers rules.
+        @return: Deferred firing with C{(join, created)}: an identical
+            existing join (same feed, address and headers; never one with a
+            predicate) gives it back with False. Fails with
+            L{rocketd.errors.Forbidden} for a join onto a default feed or an
+            ondemand pipe joined to a feed that is not rotator or service,
+            and L{rocketd.errors.InvalidArgument} for a bad pattern.
+        """
+
+    def listJoins():
+        """@return: Deferred firing with this pipe's L{IJoin}s, the default join first."""
+
+    def listMessages():
+        """@return: Deferred firing with the held L{IHeldMessage}s, oldest first."""
+
+    def wait(hash=None):
+        """
+        Wait for a message (the asynclet's long poll).
+
+        @param hash: the message hash to wait for (the value L{asynclet} had);
+            None means the current L{asynclet}.
+        @return: a cancellable Deferred firing with the L{IHeldMessage} that
+            takes (or took) that hash. If it arrived already it fires at
+            once. Cancelling it loses no message. On an ondemand pipe, waiting
+            is what pulls one message from the joined rotator or service feed.
+            Fails with L{rocketd.errors.NoSuchResource} if the hash belongs
+            to a message already deleted or never part of this pipe.
+        """
+
+    def remove(hash):
+        """
+        Delete a held message and, as fifo semantics want, every older one.
+        Removing one already gone is not an error.
+
+        @return: Deferred firing with the number of messages removed.
+        """
+
+    def consume(consumer):
+        """
+        Hand every held and arriving message to C{consumer}, in order, as
+        it arrives (a stream pipe's push delivery). Each handed message is
+        removed from the pipe once C{consumer} returns, unless it returns
+        C{False}: then the message stays held at the head of the pipe and
+        delivery pauses (flow control for a slow client) until the handle's
+        C{resume()}. A pipe has at most one consumer.
+
+        @param consumer: a callable taking an L{IHeldMessage}.
+        @return: Deferred firing with a handle with C{stop()} (detach the
+            consumer; held messages stay) and C{resume()}; fails with
+            L{rocketd.errors.Conflict} if the pipe already has one.
+        """
+
+    def delete():
+        """
+        Delete the pipe with its joins and held messages; pending waits
+        fail with L{rocketd.errors.NoSuchResource}.
+
+        @return: Deferred firing with None.
+        """
+
+
+class IJoin(IResource):
+    """A pipe's subscription to a feed."""
+
+    pipe = Attribute("The L{IPipe}.")
+    feed = Attribute("The L{IFeed}.")
+    address = Attribute("The address pattern (str).")
+    headers = Attribute("The header selector (dict, possibly empty).")
+    isDefault = Attribute("True for a pipe's default join (it can't be deleted).")
+
+    def delete():
+        """
+        Delete the join. Deleting a service feed's last join deletes the feed.
+
+        @return: Deferred firing with None; fails with
+            L{rocketd.errors.Forbidden} on a default join.
+        """
+
+
+class IHeldMessage(IResource):
+    """A message as it sits in one pipe."""
+
+    message = Attribute("The L{rocketd.engine.message.Message} (shared with other pipes).")
+    pipe = Attribute("The L{IPipe} holding it.")
+    sequence = Attribute("Its position in the pipe: 1 for the pipe's first message ever, then +1.")
+    next = Attribute("The hash the next message in this pipe takes (its asynclet when it is the newest).")
+    contentHashes = Attribute("A tuple: the hash of each of the message's contents, in order.")
+
+
+class IContent(IResource):
+    """A content: staged on a feed, or part of a held message."""
+
+    content = Attribute("The L{rocketd.engine.message.Content}.")
+
+
+class IAsynclet(IResource):
+    """The slot of a message that has not arrived in a pipe yet."""
+
+    pipe = Attribute("The L{IPipe} it belongs to.")
