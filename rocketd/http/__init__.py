@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by both faces: bounded request bodies and server-sent events."""

@@ -1,0 +1,168 @@
+"""
+Bounded request bodies for every listener.
+
+L{BoundedSite} is a L{twisted.web.server.Site} whose requests refuse a body
+larger than C{maxBody} bytes with a 413, without ever holding more than
+C{maxBody} bytes of it:
+
+  - a C{Content-Length} over the limit is refused as soon as the headers
+    are in (L{BoundedRequest.gotLength}), before any of the body is read;
+  - a chunked body is counted as it arrives
+    (L{BoundedRequest.handleContentChunk}) and refused with the chunk that
+    crosses the limit, which is not stored.
+
+A refused request is never dispatched to the resource. The 413 carries
+C{Connection: close}, the rest of the body is discarded, and the
+connection is closed once the answer is written (the client may still be
+sending, so keeping the connection for another request is not an option).
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Callable, Tuple
+
+from twisted.logger import Logger
+from twisted.web.http import datetimeToString
+from twisted.web.server import Request, Site, version
+
+# Chunked bodies are kept in memory when the limit is at most this.
+_IN_MEMORY = 4 * 1024 * 1024
+
+#: What a site's C{tooLargeBody} returns: (Content-Type, body).
+TooLargeAnswer = Tuple[bytes, bytes]
+
+
+def plainTooLarge(request) -> TooLargeAnswer:
+    """The default 413 answer: one plain-text sentence."""
+    return (b"text/plain; charset=utf-8", b"The request body is larger than the server accepts.\n")
+
+
+def _discard(*args) -> None:
+    """Swallow whatever the channel still hands over."""
+
+
+class BoundedRequest(Request):
+    """
+    A request that refuses a body over its site's C{maxBody} (see the
+    module docstring). It reads the limit and the 413 body from the
+    L{BoundedSite} it belongs to, so it only works on one.
+
+    @ivar refused: whether this request was answered with 413.
+    """
+
+    log = Logger()
+    refused = False
+    _received = 0
+
+    def gotLength(self, length):
+        """
+        The channel knows the body's length (L{None}: chunked or unknown).
+        Refuse at once when it is over the limit; otherwise get a content
+        file for at most the limit (in memory for a chunked body when the
+        limit is at most 4 MiB; twisted's choice otherwise).
+        """
+        maxBody = self.channel.site.maxBody
+        if length is not None and length > maxBody:
+            self.content = BytesIO()
+            self._refuse()
+            return
+        if length is None and maxBody <= _IN_MEMORY:
+            # Chunked: at most maxBody bytes will be kept.
+            self.content = BytesIO()
+        else:
+            Request.gotLength(self, maxBody if length is None else length)
+
+    def handleContentChunk(self, data):
+        """Store a piece of the body, unless it takes the body over the limit."""
+        if self.refused:
+            return
+        self._received += len(data)
+        if self._received > self.channel.site.maxBody:
+            self._refuse()
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command, path, version):
+        """The whole request is in: dispatch it, unless it was refused."""
+        if self.refused:
+            return
+        Request.requestReceived(self, command, path, version)
+
+    def _refuse(self):
+        """
+        Answer 413 now, before the body is in, and make the channel drop the
+        rest of this connection's input.
+        """
+        self.refused = True
+        channel = self.channel
+        # requestReceived has not run yet; the request line is on the channel.
+        self.method = getattr(channel, "_command", self.method)
+        self.uri = getattr(channel, "_path", self.uri)
+        self.clientproto = getattr(channel, "_version", self.clientproto)
+        self.path = self.uri.split(b"?", 1)[0]
+        # No "100 Continue" after the final answer.
+        self.requestHeaders.removeHeader(b"Expect")
+        # The body decoder may still be looping over buffered input: make it
+        # hand the rest (and the end of the body) to nobody, then ignore
+        # whatever else arrives on this connection.
+        decoder = getattr(channel, "_transferDecoder", None)
+        if decoder is not None:
+            decoder.dataCallback = _discard
+            decoder.finishCallback = _discard
+        channel.dataReceived = _discard
+        channel.persistent = False
+
+        try:
+            contentType, body = channel.site.tooLargeBody(self)
+        except Exception:
+            self.log.failure("tooLargeBody failed; answering in plain text")
+            contentType, body = plainTooLarge(self)
+        self.setResponseCode(413)
+        self.setHeader(b"Server", version)
+        self.setHeader(b"Date", datetimeToString())
+        self.setHeader(b"Content-Type", contentType)
+        self.setHeader(b"Content-Length", b"%d" % (len(body),))
+        self.setHeader(b"Connection", b"close")
+        self.write(body)
+        # Finishing tells the channel the request is done; as the channel is
+        # not persistent, it closes the connection after the answer.
+        self.finish()
+
+
+class BoundedSite(Site):
+    """
+    A L{Site} that refuses request bodies over C{maxBody} bytes with 413.
+
+    @ivar maxBody: the largest body accepted, in bytes.
+    @ivar tooLargeBody: C{callable(request) -> (contentType, body)}, both
+        bytes, giving the 413 answer (C{request.path} and the request
+        headers are available).
+    """
+
+    requestFactory = BoundedRequest
+
+    def __init__(
+        self,
+        resource,
+        maxBody: int,
+        tooLargeBody: Callable[[Request], TooLargeAnswer] = plainTooLarge,
+        *,
+        parsePOSTFormSubmission: bool = False,
+        **kwargs,
+    ):
+        """
+        @param resource: the root resource.
+        @param maxBody: the largest body accepted, in bytes (>= 0).
+        @param tooLargeBody: builds the 413 answer.
+        @param parsePOSTFormSubmission: off by default: a form-encoded body
+            is data to the faces (a content to stage), not request
+            arguments.
+        @param kwargs: passed to L{Site} (C{requestFactory}, which should be
+            a L{BoundedRequest}; C{reactor}, C{timeout}, C{logPath}...).
+        """
+        if maxBody < 0:
+            raise ValueError("maxBody must not be negative")
+        Site.__init__(self, resource, parsePOSTFormSubmission=parsePOSTFormSubmission, **kwargs)
+        self.maxBody = maxBody
+        self.tooLargeBody = tooLargeBody

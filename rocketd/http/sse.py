@@ -1,0 +1,283 @@
+"""
+Server-sent events: the framing, and a stream over one twisted.web request.
+
+Both faces serve event streams with this module: RestMS stream pipes (with
+C{Accept: text/event-stream}) and WebRocket backend workers. Events are
+encoded once with L{encodeEvent} and the same bytes go to every
+subscriber's L{SSEStream.send}.
+
+Backpressure: twisted.web does not expose how many bytes wait in a
+request's transport buffer, so an L{SSEStream} registers itself with the
+request as a streaming producer (C{request.registerProducer(stream,
+True)}). When the transport's buffer fills up, twisted calls
+C{pauseProducing} and the stream's C{paused} flag goes up; when it drains,
+C{resumeProducing} lowers it. L{SSEStream.send} always writes (twisted
+buffers what the socket can't take yet); a caller that holds its own queue
+(a pipe) checks C{paused} before sending and waits on
+L{SSEStream.whenWritable}, so a slow reader holds messages in its pipe
+(bounded by the pipe's depth policy) instead of in the write buffer.
+A request that pulls from its producer at once (the test helper
+C{DummyRequest} does) can't give backpressure: the stream unregisters from
+it and C{paused} stays false.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+#: The heartbeat: a comment line, which clients ignore.
+COMMENT_PING = b": ping\n\n"
+#: The comment written when a stream starts, so the headers go out at once.
+COMMENT_OPEN = b": ok\n\n"
+
+_Text = Union[bytes, str]
+
+
+def _field(name: bytes, value: _Text) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if b"\n" in value or b"\r" in value or b"\0" in value:
+        raise ValueError(f"an SSE {name.decode()} cannot contain a line break or NUL")
+    return name + b": " + value + b"\n"
+
+
+def encodeEvent(
+    data: _Text,
+    event: Optional[_Text] = None,
+    id: Optional[_Text] = None,
+    retry: Optional[int] = None,
+) -> bytes:
+    """
+    Frame one server-sent event.
+
+    @param data: the payload (text is encoded as UTF-8). Each of its lines
+        (split at CRLF, CR or LF) becomes one C{data:} line, so the client
+        sees the payload as it was.
+    @param event: the event type (C{event:} line), or L{None}.
+    @param id: the event id (C{id:} line), or L{None}.
+    @param retry: the client's reconnection delay in milliseconds, or L{None}.
+    @return: the event's bytes, ending with the blank line that dispatches it.
+    @raise ValueError: C{event} or C{id} contains a line break (or NUL).
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    parts = []
+    if id is not None:
+        parts.append(_field(b"id", id))
+    if event is not None:
+        parts.append(_field(b"event", event))
+    if retry is not None:
+        parts.append(b"retry: %d\n" % (retry,))
+    if b"\n" in data or b"\r" in data:
+        lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    else:
+        lines = (data,)
+    for line in lines:
+        parts.append(b"data: " + line + b"\n" if line else b"data:\n")
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+def lastEventID(request) -> Optional[str]:
+    """
+    The id a reconnecting client last saw.
+
+    @return: the request's C{Last-Event-ID} header as text, or L{None}.
+    """
+    value = request.getHeader(b"Last-Event-ID")
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace")
+
+
+@implementer(IPushProducer)
+class SSEStream:
+    """
+    An event stream on one request.
+
+    Usage, in a resource's render method::
+
+        stream = SSEStream(request, clock, heartbeat=15.0)
+        stream.start()
+        stream.finished.addCallback(lambda _: unsubscribe())
+        ...
+        stream.send(encodeEvent(data, event="x", id="1"))
+        return NOT_DONE_YET
+
+    The heartbeat is periodic: a C{: ping} comment every C{heartbeat}
+    seconds on the injected clock, whether or not events were sent in
+    between (cheaper than resetting a timer per event; it costs at most one
+    comment per interval). No heartbeat is written while the stream is
+    paused.
+
+    @ivar request: the L{twisted.web.server.Request}.
+    @ivar finished: a L{Deferred} that fires with L{None} once, when the
+        client goes away or L{close} is called. It never fails.
+    @ivar paused: whether the transport asked us to stop writing (see the
+        module docstring).
+    @ivar disconnected: whether the stream ended because the client went
+        away (rather than by L{close}).
+    """
+
+    log = Logger()
+
+    def __init__(self, request, clock, heartbeat: Optional[float] = 15.0):
+        """
+        @param request: the request to stream the response of.
+        @param clock: an L{IReactorTime} for the heartbeat.
+        @param heartbeat: seconds between heartbeat comments; L{None} or 0
+            for none.
+        """
+        self.request = request
+        self.finished: Deferred = Deferred()
+        self.paused = False
+        self.disconnected = False
+        self._clock = clock
+        self._interval = heartbeat
+        self._heartbeat: Optional[LoopingCall] = None
+        self._started = False
+        self._open = False
+        self._ended = False
+        self._registering = False
+        self._registered = False
+        self._writableWaiters: List[Deferred] = []
+
+    @property
+    def open(self) -> bool:
+        """Whether L{send} still writes (started, and not finished)."""
+        return self._open
+
+    def start(self) -> None:
+        """
+        Send the status and headers, and the opening comment so they leave
+        at once; start the heartbeat; watch for the client going away.
+        """
+        if self._started:
+            raise RuntimeError("this SSE stream has already started")
+        self._started = True
+        request = self.request
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Connection", b"keep-alive")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        self._open = True
+        request.notifyFinish().addBoth(self._requestFinished)
+        self._registering = True
+        try:
+            request.registerProducer(self, True)
+            # resumeProducing clears _registering if the consumer pulled.
+            self._registered = self._registering
+        finally:
+            self._registering = False
+        if not self._open:
+            return
+        request.write(COMMENT_OPEN)
+        if self._interval:
+            self._heartbeat = LoopingCall(self._ping)
+            self._heartbeat.clock = self._clock
+            self._heartbeat.start(self._interval, now=False)
+
+    def send(self, event: bytes) -> bool:
+        """
+        Write pre-encoded event bytes (see L{encodeEvent}).
+
+        @return: C{True} if written, C{False} if the stream is not open
+            (not started, closed, or the client is gone).
+        """
+        if not self._open:
+            return False
+        self.request.write(event)
+        return True
+
+    def whenWritable(self) -> Deferred:
+        """
+        @return: a L{Deferred} that fires with C{True} as soon as the stream
+            is not paused (at once if it isn't), or with C{False} if the
+            stream finishes first (or has finished).
+        """
+        if not self._open:
+            return succeed(False)
+        if not self.paused:
+            return succeed(True)
+        d = Deferred()
+        self._writableWaiters.append(d)
+        return d
+
+    def close(self) -> None:
+        """
+        End the response cleanly. Does nothing if the stream already ended.
+        L{finished} fires.
+        """
+        if not self._open:
+            if not self._started:
+                self._end(disconnected=False)
+            return
+        self._open = False
+        self._stopHeartbeat()
+        if self._registered:
+            self._registered = False
+            self.request.unregisterProducer()
+        # Fires notifyFinish, hence _requestFinished and _end.
+        self.request.finish()
+
+    # IPushProducer, called by the transport through the request.
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self._registering:
+            # A consumer that pulls while we register treats us as a pull
+            # producer and would keep pulling: it can't give backpressure,
+            # so stop being its producer.
+            self._registering = False
+            self.request.unregisterProducer()
+            return
+        self.paused = False
+        waiters, self._writableWaiters = self._writableWaiters, []
+        for d in waiters:
+            d.callback(True)
+
+    def stopProducing(self) -> None:
+        # The transport is going away.
+        self._registered = False
+        self._end(disconnected=True)
+
+    # internals
+
+    def _ping(self) -> None:
+        if self._open and not self.paused:
+            self.request.write(COMMENT_PING)
+
+    def _stopHeartbeat(self) -> None:
+        if self._heartbeat is not None:
+            if self._heartbeat.running:
+                self._heartbeat.stop()
+            self._heartbeat = None
+
+    def _requestFinished(self, result) -> None:
+        self._end(disconnected=isinstance(result, Failure))
+
+    def _end(self, disconnected: bool) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._open = False
+        self._registered = False
+        self.disconnected = disconnected
+        self._stopHeartbeat()
+        if disconnected:
+            self.log.debug("SSE client went away: {uri}", uri=getattr(self.request, "uri", None))
+        waiters, self._writableWaiters = self._writableWaiters, []
+        for d in waiters:
+            d.callback(False)
+        self.finished.callback(None)
+
