@@ -1,0 +1,209 @@
+"""
+Stream pipes served as one long response: C{multipart/mixed} (a MIME part
+per message) or C{text/event-stream} (an SSE event per message).
+
+Both take the pipe's messages with L{rocketd.interfaces.IPipe.consume}: a
+message is removed from the pipe once it has been written. The transport's
+flow control reaches the pipe: while the transport asks to pause, the
+consumer refuses messages (they stay held, in order) and the pipe resumes
+delivery when the transport drains.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from rocketd.http.sse import SSEStream, encodeEvent
+from rocketd.restms.codec import MEDIA_TYPES
+from rocketd.restms.documents import renderHeldMessage
+
+
+@implementer(IPushProducer)
+class PipeFeed:
+    """
+    Hands a pipe's held and arriving messages to C{write}, one at a time, as
+    the pipe's consumer, and holds them in the pipe while the response
+    can't take more: either as the request's push producer itself, or by
+    watching a C{gate} that is one (an L{SSEStream}, with C{paused} and
+    C{whenWritable()}).
+    """
+
+    def __init__(self, pipe, write: Callable[[object], None], gate=None):
+        self._pipe = pipe
+        self._write = write
+        self._gate = gate
+        self._handle = None
+        self._paused = False
+        self._refused = False
+        self._stopped = False
+        self._watching = False
+
+    def start(self) -> Deferred:
+        """
+        Attach to the pipe.
+
+        @return: Deferred firing with None once attached; fails with
+            L{rocketd.errors.Conflict} if the pipe already has a consumer.
+        """
+        return self._pipe.consume(self._deliver).addCallback(self._attached)
+
+    def _attached(self, handle) -> None:
+        self._handle = handle
+        if self._stopped:
+            handle.stop()
+        else:
+            self._resumePipe()
+
+    def _deliver(self, held) -> bool:
+        if self._paused or self._stopped:
+            self._refused = True
+            return False
+        gate = self._gate
+        if gate is not None and gate.paused:
+            self._refused = True
+            if not self._watching:
+                self._watching = True
+                gate.whenWritable().addCallback(self._gateOpened)
+            return False
+        self._write(held)
+        return True
+
+    def _gateOpened(self, writable: bool) -> None:
+        self._watching = False
+        if writable:
+            self._resumePipe()
+        else:
+            self.stop()
+
+    def _resumePipe(self) -> None:
+        if self._refused and not self._paused and not self._stopped and self._handle is not None:
+            self._refused = False
+            self._handle.resume()
+
+    def stop(self) -> None:
+        """Detach from the pipe; messages not yet written stay held."""
+        if not self._stopped:
+            self._stopped = True
+            if self._handle is not None:
+                self._handle.stop()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._resumePipe()
+
+    def stopProducing(self) -> None:
+        self.stop()
+
+
+def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
+    """
+    Attach to C{pipe}; once attached, send the response head with C{begin}
+    and then every message as C{send(frame(held))}.
+
+    @param gate: see L{PipeFeed}.
+    @param producerFor: a request to register the L{PipeFeed} with as its
+        push producer (when there is no C{gate}).
+    @return: a Deferred that never fires by itself (a pipe has no end) and
+        that, cancelled (Klein cancels it when the client goes away),
+        detaches from the pipe; it fails with L{rocketd.errors.Conflict},
+        before anything is written, if the pipe already has a consumer.
+    """
+    # The pipe hands its held messages over while attaching, before the
+    # head may be sent: they wait here for it.
+    pending = []
+    begun = []
+
+    def write(held) -> None:
+        data = frame(held)
+        if begun:
+            send(data)
+        else:
+            pending.append(data)
+
+    feed = PipeFeed(pipe, write, gate)
+    done = Deferred(lambda _: feed.stop())
+
+    def attached(_) -> None:
+        if done.called:
+            # The client went away while the pipe was attaching.
+            return
+        begin()
+        begun.append(True)
+        for data in pending:
+            send(data)
+        del pending[:]
+        if producerFor is not None:
+            producerFor.registerProducer(feed, True)
+
+    def failed(failure):
+        if not done.called:
+            done.errback(failure)
+
+    feed.start().addCallbacks(attached, failed)
+    return done
+
+
+def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
+    """
+    Serve a stream pipe as C{multipart/mixed}: each message is a part with
+    C{Content-Type} (the document's media type) and C{Content-Location}
+    (the message's URI), and its document as the part's body.
+
+    @param kind: the representation of the parts, C{"xml"} or C{"json"}.
+    @param base: the request's base URI (bytes).
+    @return: see L{_stream}.
+    """
+    boundary = secrets.token_hex(16).encode("ascii")
+    head = b"--%s\r\nContent-Type: %s\r\nContent-Location: %s/restms/resource/" % (
+        boundary,
+        MEDIA_TYPES[kind].encode("ascii"),
+        base,
+    )
+
+    def frame(held) -> bytes:
+        return b"".join((head, held.hash.encode("ascii"), b"\r\n\r\n", renderHeldMessage(held, kind, base), b"\r\n"))
+
+    def begin() -> None:
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b'multipart/mixed; boundary="%s"' % boundary)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        # Send the head now: the client learns the stream is open.
+        request.write(b"")
+
+    return _stream(pipe, frame, begin, request.write, producerFor=request)
+
+
+def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferred:
+    """
+    Serve a stream pipe as server-sent events: C{id:} the message's
+    sequence in the pipe, C{event:} its address, C{data:} its JSON document
+    on one line; a comment heartbeat every C{heartbeat} seconds.
+
+    @param base: the request's base URI (bytes).
+    @return: see L{_stream}.
+    """
+    stream = SSEStream(request, clock, heartbeat)
+
+    def frame(held) -> bytes:
+        address = held.message.address
+        # An address with a line break can't be an event type: such a
+        # message goes out as the default "message" event.
+        event = address if address and "\n" not in address and "\r" not in address and "\0" not in address else None
+        return encodeEvent(renderHeldMessage(held, "json", base), event=event, id=b"%d" % held.sequence)
+
+    done = _stream(pipe, frame, stream.start, stream.send, gate=stream)
+
+    def ended(result):
+        stream.close()
+        return result
+
+    return done.addBoth(ended)
