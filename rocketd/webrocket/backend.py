@@ -1,0 +1,532 @@
+"""
+The WebRocket backend API: channels, fired events, browser tokens and the
+workers' event stream, over HTTP on the main listener.
+
+Request paths are C{/:vhost/...} where a vhost path has any number of
+segments; no vhost segment can be one of the API's words (C{channels},
+C{token}, C{events}), so the vhost is everything before the first of them:
+
+    /:vhost/channels                  GET list
+    /:vhost/channels/:name            POST open, DELETE close, GET one
+    /:vhost/channels/:name/events     POST fire an event
+    /:vhost/token                     GET a single-use browser token
+    /:vhost/events                    GET the workers' event stream (SSE),
+                                      POST an event to the workers (extension)
+    /:vhost                           the WebSocket frontend (later)
+
+Checks come in this order: unknown vhost (404), credentials (401), then the
+request (405, 400, 404). Every error has a JSON body C{{"error": "..."}}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Optional
+from urllib.parse import unquote
+
+from twisted.internet.defer import Deferred, fail, gatherResults, inlineCallbacks, succeed
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from rocketd.engine.message import Content, Message
+from rocketd.errors import (
+    Conflict,
+    EngineError,
+    Forbidden,
+    InvalidArgument,
+    InvalidName,
+    NoSuchResource,
+)
+from rocketd.http.sse import SSEStream
+from rocketd.interfaces import DEFAULT_FEED
+from rocketd.webrocket.tokens import TokenStore, anchoredPattern
+from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
+from rocketd.webrocket.workers import WorkerPool
+
+#: A channel name.
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: The longest channel name.
+MAX_CHANNEL_NAME = 128
+#: The HTTP Basic user of the backend API.
+BACKEND_USER = b"wr"
+#: The realm announced with a 401.
+REALM = b"rocketd"
+#: The words of the API that follow a vhost path.
+_WORDS = ("channels", "token", "events")
+
+
+def checkChannelName(name: str) -> None:
+    """
+    @raise InvalidName: unless C{name} is a valid channel name (which also
+        excludes the names the engine reserves: C{default}, C{amq.*}).
+    """
+    if not isinstance(name, str) or len(name) > MAX_CHANNEL_NAME or not CHANNEL_NAME.fullmatch(name):
+        raise InvalidName(
+            f"{name!r} is not a valid channel name: it must be 1 to {MAX_CHANNEL_NAME} letters, digits, "
+            "'_', '.' or '-', and not start with '.' or '-'."
+        )
+    if name == DEFAULT_FEED or name.startswith("amq."):
+        raise InvalidName(f"The channel name {name!r} is reserved.")
+
+
+def channelEventMessage(channel: str, event: str, data: Optional[dict]) -> Message:
+    """
+    The message of an event fired on a channel: address = the event name,
+    one C{application/json} content C{{"<event>": {...data, "channel":
+    "<channel>"}}}, the bytes every subscriber receives as they are.
+
+    @raise InvalidArgument: empty or reserved event name, data not an object.
+    """
+    if not isinstance(event, str) or not event:
+        raise InvalidArgument("The trigger's 'event' must be a non-empty string.")
+    if event.startswith(":"):
+        raise InvalidArgument("Event names starting with ':' are reserved for the server.")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidArgument("The trigger's 'data' must be an object.")
+    payload = {event: {**data, "channel": channel}}
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return Message(address=event, contents=(Content("application/json", body),))
+
+
+def _rejectConstant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _readTrigger(body: bytes, shape: str) -> dict:
+    try:
+        document = json.loads(body, parse_constant=_rejectConstant)
+    except (ValueError, RecursionError):
+        raise InvalidArgument("The request body is not JSON.")
+    if not isinstance(document, dict) or not isinstance(document.get("trigger"), dict):
+        raise InvalidArgument(f"The request body must be {shape}.")
+    trigger = document["trigger"]
+    if not isinstance(trigger.get("event"), str) or not trigger["event"]:
+        raise InvalidArgument("The trigger's 'event' must be a non-empty string.")
+    if not isinstance(trigger.get("data", {}), dict):
+        raise InvalidArgument("The trigger's 'data' must be an object.")
+    return trigger
+
+
+def parseTrigger(body: bytes):
+    """
+    Read a fire-event request body: C{{"trigger": {"event": E, "data": {...}}}}
+    (C{data} may be left out: it is then C{{}}; other members are ignored).
+
+    @return: C{(event, data)}.
+    @raise InvalidArgument: with a sentence saying what is wrong.
+    """
+    trigger = _readTrigger(body, '{"trigger": {"event": "...", "data": {...}}}')
+    return trigger["event"], trigger.get("data", {})
+
+
+def parseWorkerTrigger(body: bytes):
+    """
+    Read the body of an event for the workers: C{{"trigger": {"event": E,
+    "channel": C, "data": {...}}}} (C{channel} and C{data} may be left out).
+
+    @return: C{(channel or None, event, data)}.
+    @raise InvalidArgument: with a sentence saying what is wrong (an
+        invalid channel name included).
+    """
+    trigger = _readTrigger(body, '{"trigger": {"event": "...", "channel": "...", "data": {...}}}')
+    channel = trigger.get("channel")
+    if channel is not None:
+        try:
+            checkChannelName(channel)
+        except InvalidName as e:
+            raise InvalidArgument(e.message)
+    return channel, trigger["event"], trigger.get("data", {})
+
+
+class BackendApp:
+    """
+    The WebRocket face's server side: the backend API, and the channel,
+    worker and token operations the admin API and the WebSocket frontend
+    share.
+
+    @param engine: the L{rocketd.interfaces.IEngine}.
+    @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
+    @param clock: an L{IReactorTime}.
+    @param tokenTTL: how long a browser token is valid, in seconds.
+    @param heartbeat: seconds between two heartbeats of the event stream.
+    @param eventBacklog: how many triggered events may wait for a worker, per vhost.
+    @param eventBacklogAge: how many seconds a triggered event may wait.
+
+    @ivar tokens: the L{TokenStore} of browser tokens.
+    @ivar workers: the L{WorkerPool}.
+    @ivar channelClosedObservers: callables C{(vhost, name)} called after a
+        channel is closed (the WebSocket frontend tells its subscribers).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        engine,
+        vhosts,
+        clock,
+        tokenTTL: float = 3600.0,
+        heartbeat: float = 15.0,
+        eventBacklog: int = 1000,
+        eventBacklogAge: float = 300.0,
+    ):
+        self.engine = engine
+        self.vhosts = vhosts
+        self.clock = clock
+        self.heartbeat = heartbeat
+        self.tokens = TokenStore(clock, tokenTTL)
+        self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
+        self.channelClosedObservers = []
+        vhosts.addObserver(self._vhostChanged)
+
+    def resource(self) -> Resource:
+        """The resource serving every backend API path (given the full request path)."""
+        return BackendResource(self)
+
+    def _vhostChanged(self, event: str, vhost: Vhost) -> None:
+        if event in (DELETED, TOKEN_CHANGED):
+            self.tokens.discardVhost(vhost.path)
+
+    def _resolve(self, vhost) -> Vhost:
+        if isinstance(vhost, Vhost):
+            return vhost
+        found = self.vhosts.get(vhost)
+        if found is None:
+            raise NoSuchResource(f"There is no vhost {vhost}.")
+        return found
+
+    # -- channels ------------------------------------------------------------
+
+    @inlineCallbacks
+    def _channelFeed(self, vhost, name):
+        vhost = self._resolve(vhost)
+        domain = yield self.engine.getDomain(vhost.domain)
+        try:
+            feed = yield domain.getFeed(name)
+        except NoSuchResource:
+            feed = None
+        if feed is None or feed.type != "fanout" or feed.isDefault:
+            raise NoSuchResource(f"There is no channel {name} in {vhost.path}.")
+        return feed
+
+    @staticmethod
+    def _describe(feed):
+        d = feed.listJoins()
+        d.addCallback(lambda joins: {"name": feed.name, "subscribers": len(joins)})
+        return d
+
+    def openChannel(self, vhost, name: str) -> Deferred:
+        """
+        Open a channel (a public fanout feed of that name in the vhost's
+        domain); opening one that is open changes nothing.
+
+        @param vhost: a L{Vhost} or a vhost path.
+        @return: Deferred firing with True if the channel was created, False
+            if it existed; fails with L{InvalidName}, L{NoSuchResource}
+            (unknown vhost) or L{Conflict} (a feed of another type has that
+            name).
+        """
+        try:
+            vhost = self._resolve(vhost)
+            checkChannelName(name)
+        except EngineError:
+            return fail()
+        d = self.engine.getDomain(vhost.domain)
+        d.addCallback(lambda domain: domain.createFeed(name, "fanout", title=f"WebRocket channel {name}"))
+        d.addCallback(lambda result: result[1])
+        return d
+
+    def closeChannel(self, vhost, name: str) -> Deferred:
+        """
+        Close a channel: delete its feed, so every subscriber's join goes.
+
+        @return: Deferred firing with None; fails with L{NoSuchResource}
+            for an unknown vhost or channel.
+        """
+        try:
+            vhost = self._resolve(vhost)
+        except EngineError:
+            return fail()
+        d = self._channelFeed(vhost, name)
+        d.addCallback(lambda feed: feed.delete())
+        d.addCallback(lambda _: self._channelClosed(vhost, name))
+        return d
+
+    def _channelClosed(self, vhost, name):
+        for observer in list(self.channelClosedObservers):
+            try:
+                observer(vhost, name)
+            except Exception:
+                self.log.failure("channel-closed observer failed for {channel}", channel=name)
+
+    def getChannel(self, vhost, name: str) -> Deferred:
+        """
+        @return: Deferred firing with C{{"name": str, "subscribers": int}};
+            fails with L{NoSuchResource} for an unknown vhost or channel.
+        """
+        d = self._channelFeed(vhost, name)
+        d.addCallback(self._describe)
+        return d
+
+    def listChannels(self, vhost) -> Deferred:
+        """
+        @return: Deferred firing with the vhost's channels, by name, as
+            C{{"name": str, "subscribers": int}}; fails with
+            L{NoSuchResource} for an unknown vhost.
+        """
+        try:
+            vhost = self._resolve(vhost)
+        except EngineError:
+            return fail()
+        d = self.engine.getDomain(vhost.domain)
+        d.addCallback(lambda domain: domain.listFeeds())
+        d.addCallback(
+            lambda feeds: gatherResults(
+                [self._describe(f) for f in feeds if f.type == "fanout" and not f.isDefault and f.name],
+                consumeErrors=True,
+            )
+        )
+        d.addCallback(lambda channels: sorted(channels, key=lambda c: c["name"]))
+        return d
+
+    def fire(self, vhost, channel: str, event: str, data: Optional[dict]) -> Deferred:
+        """
+        Fire an event on a channel: every subscriber receives
+        C{{"<event>": {...data, "channel": "<channel>"}}}.
+
+        @return: Deferred firing with the number of subscribers reached;
+            fails with L{InvalidArgument} or L{NoSuchResource}.
+        """
+        try:
+            message = channelEventMessage(channel, event, data)
+        except (EngineError, ValueError, TypeError) as e:
+            return fail(e if isinstance(e, EngineError) else InvalidArgument(str(e)))
+        d = self._channelFeed(vhost, channel)
+        d.addCallback(lambda feed: feed.publish([message]))
+        return d
+
+    # -- workers and tokens ----------------------------------------------------
+
+    def listWorkers(self, vhost) -> list:
+        """
+        @return: the vhost's connected workers as C{{"id": str, "filter":
+            str, "connected": float}} (POSIX time), oldest first.
+        """
+        return self.workers.listWorkers(vhost)
+
+    def issueToken(self, vhost, uid: str, channels: str) -> str:
+        """
+        @return: a new single-use browser token for the vhost (128 hex).
+        @raise InvalidArgument: empty uid, invalid expression.
+        """
+        return self.tokens.issue(self._resolve(vhost).path, uid, channels)
+
+
+# -- HTTP ------------------------------------------------------------------------
+
+
+class _HTTPError(Exception):
+    def __init__(self, code: int, message: str, headers=()):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+_ENGINE_STATUS = (
+    (NoSuchResource, 404),
+    (InvalidName, 400),
+    (InvalidArgument, 400),
+    (Conflict, 409),
+    (Forbidden, 403),
+)
+
+
+def _statusOf(error: EngineError) -> int:
+    for kind, code in _ENGINE_STATUS:
+        if isinstance(error, kind):
+            return code
+    return 500
+
+
+def _splitPath(path: bytes):
+    """
+    @return: C{(vhostPath, rest)}: the vhost path (str) and the list of
+        segments after it, or C{(None, None)} for a path that can't be one.
+    """
+    try:
+        segments = [unquote(s, errors="strict") for s in path.decode("ascii").split("/")[1:]]
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None, None
+    if len(segments) > 1 and segments[-1] == "":
+        segments.pop()
+    for i, segment in enumerate(segments):
+        if segment in _WORDS:
+            return "/" + "/".join(segments[:i]), segments[i:]
+    return "/" + "/".join(segments), []
+
+
+def _queryArgument(request, name: bytes, default: str) -> str:
+    values = request.args.get(name)
+    if not values:
+        return default
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
+
+
+class BackendResource(Resource):
+    """The backend API's HTTP resource: a leaf that routes on the full path."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, app: BackendApp):
+        Resource.__init__(self)
+        self._app = app
+
+    def render(self, request):
+        self._handle(request)
+        return NOT_DONE_YET
+
+    @inlineCallbacks
+    def _handle(self, request):
+        gone = []
+        request.notifyFinish().addBoth(gone.append)
+        try:
+            result = yield self._route(request)
+        except _HTTPError as e:
+            result = (e.code, {"error": e.message}, e.headers)
+        except EngineError as e:
+            result = (_statusOf(e), {"error": e.message}, ())
+        except Exception:
+            self.log.failure("backend API request {method} {path} failed", method=request.method, path=request.path)
+            result = (500, {"error": "The server failed to answer this request."}, ())
+        if result is None or gone:
+            return  # streaming, or the client has gone
+        code, body, headers = result
+        request.setResponseCode(code)
+        for name, value in headers:
+            request.setHeader(name, value)
+        request.setHeader(b"Content-Type", b"application/json")
+        data = json.dumps(body).encode("utf-8")
+        request.setHeader(b"Content-Length", b"%d" % (len(data),))
+        request.write(data)
+        request.finish()
+
+    def _route(self, request) -> Deferred:
+        """
+        @return: Deferred firing with C{(code, jsonBody, headers)}, or None
+            when the response is a stream that answers itself.
+        """
+        app = self._app
+        vhostPath, rest = _splitPath(request.path)
+        vhost = app.vhosts.get(vhostPath) if vhostPath is not None else None
+        if vhost is None:
+            shown = vhostPath if vhostPath is not None else "in this request"
+            raise _HTTPError(404, f"There is no vhost {shown}.")
+        if not rest:
+            raise _HTTPError(404, f"{vhost.path} is a vhost: browsers connect to it with a WebSocket.")
+        if request.getUser() != BACKEND_USER or not app.vhosts.checkToken(vhost.path, request.getPassword()):
+            raise _HTTPError(
+                401,
+                f"Authenticate with user 'wr' and the access token of {vhost.path}.",
+                [(b"WWW-Authenticate", b'Basic realm="' + REALM + b'"')],
+            )
+        method = request.method
+        if rest == ["channels"]:
+            self._allow(request, b"GET")
+            return self._listChannels(vhost)
+        if len(rest) == 2 and rest[0] == "channels":
+            self._allow(request, b"GET", b"POST", b"DELETE")
+            return self._channel(method, vhost, rest[1])
+        if len(rest) == 3 and rest[0] == "channels" and rest[2] == "events":
+            self._allow(request, b"POST")
+            return self._fire(request, vhost, rest[1])
+        if rest == ["token"]:
+            self._allow(request, b"GET")
+            return self._token(request, vhost)
+        if rest == ["events"]:
+            self._allow(request, b"GET", b"POST")
+            if method == b"POST":
+                return self._triggerWorkers(request, vhost)
+            return self._events(request, vhost)
+        raise _HTTPError(404, f"There is no resource {request.path.decode('ascii', 'replace')}.")
+
+    @staticmethod
+    def _allow(request, *methods):
+        if request.method not in methods:
+            raise _HTTPError(
+                405,
+                f"This resource does not allow {request.method.decode('ascii', 'replace')}.",
+                [(b"Allow", b", ".join(methods))],
+            )
+
+    def _listChannels(self, vhost):
+        d = self._app.listChannels(vhost)
+        d.addCallback(lambda channels: (200, {"channels": channels}, ()))
+        return d
+
+    def _channel(self, method, vhost, name):
+        app = self._app
+        if method == b"GET":
+            d = app.getChannel(vhost, name)
+            d.addCallback(lambda channel: (200, channel, ()))
+            return d
+        if method == b"POST":
+            d = app.openChannel(vhost, name)
+            # The name is valid (so ASCII) once the channel is open.
+            d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
+            return d
+        d = app.closeChannel(vhost, name)
+        d.addCallback(lambda _: (202, {}, ()))
+        return d
+
+    def _fire(self, request, vhost, channel):
+        try:
+            event, data = parseTrigger(request.content.read() if request.content is not None else b"")
+        except InvalidArgument as e:
+            return fail(e)
+        d = self._app.fire(vhost, channel, event, data)
+        d.addCallback(lambda _: (202, {}, ()))
+        return d
+
+    def _triggerWorkers(self, request, vhost):
+        try:
+            channel, event, data = parseWorkerTrigger(request.content.read() if request.content is not None else b"")
+        except InvalidArgument as e:
+            return fail(e)
+        d = self._app.workers.trigger(vhost, channel, event, data)
+        d.addCallback(lambda eventId: (202, {"id": eventId}, ()))
+        return d
+
+    def _token(self, request, vhost):
+        uid = _queryArgument(request, b"uid", "")
+        channels = _queryArgument(request, b"channels", "")
+        token = self._app.issueToken(vhost, uid, channels)
+        return succeed((200, {"token": token}, [(b"Cache-Control", b"no-store")]))
+
+    def _events(self, request, vhost):
+        filterSource = _queryArgument(request, b"filter", ".*")
+        anchoredPattern(filterSource, "filter")  # 400 before the stream starts
+        app = self._app
+        stream = SSEStream(request, app.clock, app.heartbeat)
+        stream.start()
+        d = app.workers.connect(vhost, filterSource, stream)
+
+        def connected(worker):
+            # Fires at once if the client went away while the worker joined.
+            stream.finished.addCallback(lambda _: worker.disconnect())
+            self.log.debug("worker {worker} of {vhost} connected", worker=worker.id, vhost=vhost.path)
+
+        def failed(failure):
+            self.log.failure("a worker of {vhost} could not connect", failure, vhost=vhost.path)
+            stream.close()
+
+        d.addCallbacks(connected, failed)
+        return d.addCallback(lambda _: None)
