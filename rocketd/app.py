@@ -72,13 +72,14 @@ class Rocketd:
             pipeDepth=config.pipe_depth,
             feedBacklog=config.feed_backlog,
         )
+        self.vhosts = None
         self.restms = RestMSApp(
             self.engine,
             clock=reactor,
             longPoll=config.long_poll,
             heartbeat=config.heartbeat,
+            authorizeDomain=self._authorizeDomain,
         )
-        self.vhosts = None
         self.admin = Resource()
         fallback = None
         try:
@@ -114,6 +115,19 @@ class Rocketd:
         root = RootResource(fallback)
         root.putChild(b"restms", self.restms.resource())
         self.root = root
+
+    def _authorizeDomain(self, request, name):
+        """
+        RestMS reaches a vhost's domain only with that vhost's backend
+        credentials (HTTP Basic, user C{wr}, the vhost token): channels may
+        be private, so RestMS must not be a way around the token.
+        """
+        if self.vhosts is None:
+            return False
+        from rocketd.webrocket.backend import BACKEND_USER
+
+        path = "/" + name
+        return request.getUser() == BACKEND_USER and self.vhosts.checkToken(path, request.getPassword())
 
     def start(self):
         """

@@ -245,7 +245,34 @@ class DomainTests(RestMSTestCase):
         self.assertEqual([p.get("href") for p in domain.findAll("pipe")], [pipe])
         self.assertEqual(domain.findAll("pipe")[0].get("type"), "fifo")
 
+    def test_otherDomainsNeedTheAuthorizer(self):
+        """
+        Without an authorizer only the default domain is reachable; with
+        one, a domain is reachable when it says so, and a domain other than
+        the default lists no pipes (they are other clients' capabilities).
+        """
+        self.successResultOf(self.engine.createDomain("moon", "Moon"))
+        moon = self.successResultOf(self.engine.getDomain("moon"))
+        self.successResultOf(moon.createPipe())
+        self.assertError(self.get("/restms/domain/moon"), 404, "moon")
+        asked = []
+
+        def authorize(request, name):
+            asked.append(name)
+            return request.getHeader(b"x-test-allow") == b"yes"
+
+        self.app.authorizeDomain = authorize
+        self.assertError(self.get("/restms/domain/moon"), 404)
+        response = self.get("/restms/domain/moon", **{"X-Test-Allow": "yes"})
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.document().find("domain").findAll("pipe"), [])
+        self.assertEqual(asked, ["moon", "moon"])
+        # The default domain never asks.
+        self.assertEqual(self.get("/restms/domain/").code, 200)
+        self.assertEqual(asked, ["moon", "moon"])
+
     def test_namedDomainWithSlashes(self):
+        self.app.authorizeDomain = lambda request, name: True
         self.successResultOf(self.engine.createDomain("apps/chat", "Chat"))
         response = self.get("/restms/domain/apps/chat")
         self.assertEqual(response.code, 200)

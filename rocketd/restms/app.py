@@ -85,13 +85,19 @@ class RestMSApp:
         times long polls and heartbeats.
     @param longPoll: how many seconds an asynclet GET waits at most.
     @param heartbeat: seconds between SSE heartbeat comments.
+    @param authorizeDomain: None, or a callable C{(request, name) -> bool}
+        that says whether this request may reach the domain C{name}; the
+        default domain is always reachable, and without this callable no
+        other domain is. A domain the request may not reach is answered as
+        unknown (404), so its existence is not revealed.
     """
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, engine, clock, longPoll: float = 30.0, heartbeat: float = 15.0):
+    def __init__(self, engine, clock, longPoll: float = 30.0, heartbeat: float = 15.0, authorizeDomain=None):
         self.engine = engine
+        self.authorizeDomain = authorizeDomain
         self.clock = clock
         self.longPoll = longPoll
         self.heartbeat = heartbeat
@@ -136,7 +142,7 @@ class RestMSApp:
         """
         Find the resource, run the handler for its kind and the method.
 
-        @param find: an async function of C{name} giving C{(kind, resource)}
+        @param find: an async function of C{(name, request)} giving C{(kind, resource)}
             or failing with L{NoSuchResource}.
         @param deletable: whether a DELETE of a resource C{find} does not
             find is the idempotent 200 (domains are never deleted: 404).
@@ -155,7 +161,7 @@ class RestMSApp:
         if method == "HEAD":
             method = "GET"
         try:
-            kind, target = await find(name)
+            kind, target = await find(name, request)
         except NoSuchResource:
             if method == "DELETE" and deletable:
                 return self._deleteGone(request)
@@ -165,20 +171,22 @@ class RestMSApp:
             raise forbidden(f"The {method} method is not allowed on {_NAMES[kind]}.")
         return await handler(request, target)
 
-    async def _nothing(self, name):
+    async def _nothing(self, name, request):
         raise notFound("There is no RestMS resource at this path.")
 
-    async def _findDomain(self, name):
+    async def _findDomain(self, name, request):
+        if name != DEFAULT_DOMAIN and (self.authorizeDomain is None or not self.authorizeDomain(request, name)):
+            raise NoSuchResource(f"There is no domain named {name!r}.")
         return "domain", await self.engine.getDomain(name)
 
-    async def _findFeed(self, name):
+    async def _findFeed(self, name, request):
         domain = await self.engine.getDomain(DEFAULT_DOMAIN)
         try:
             return "feed", await domain.getFeed(name)
         except NoSuchResource:
             raise NoSuchResource(f"There is no feed named {name!r}.")
 
-    async def _findResource(self, hash):
+    async def _findResource(self, hash, request):
         try:
             resource = await self.engine.lookup(hash)
         except NoSuchResource:
@@ -365,7 +373,10 @@ class RestMSApp:
     async def _domain_GET(self, request, domain):
         kind = self._responseKind(request)
         feeds = await domain.listFeeds()
-        pipes = await domain.listPipes()
+        # Pipe names are capabilities: only the default domain lists its
+        # pipes (as the seed wants); other domains (WebRocket vhosts) hold
+        # pipes of other clients (workers, browser subscriptions).
+        pipes = await domain.listPipes() if domain.name == DEFAULT_DOMAIN else []
         element = documents.domainElement(domain, feeds, pipes, baseURI(request))
         return self._document(request, element, kind, self._domainValidators(domain, feeds))
 
