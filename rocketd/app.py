@@ -146,10 +146,23 @@ class Rocketd:
         return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
 
     def site(self):
-        return BoundedSite(self.root, maxBody=self.config.max_body, tooLargeBody=_tooLargeBody)
+        return self._site(self.root)
 
     def adminSite(self):
-        return BoundedSite(self.admin, maxBody=self.config.max_body, tooLargeBody=_tooLargeBody)
+        return self._site(self.admin)
+
+    def _site(self, resource):
+        site = BoundedSite(
+            resource,
+            maxBody=self.config.max_body,
+            tooLargeBody=_tooLargeBody,
+            logPath=self.config.access_log or None,
+        )
+        if not self.config.access_log:
+            # No access log: not even the line per request that a Site
+            # writes to the daemon's own log by default.
+            site.log = lambda request: None
+        return site
 
 
 class _RocketdService(MultiService):

@@ -62,6 +62,8 @@ class Config:
     @ivar vhosts: the vhosts declared in the file: path to 40-hex token.
     @ivar log_level: the least severe log level written, one of
         L{LOG_LEVELS}.
+    @ivar access_log: a file to append one line per HTTP request to
+        (the combined log format), or C{""} for no access log.
     """
 
     listen: str = "tcp:8080"
@@ -78,6 +80,7 @@ class Config:
     event_backlog_age: float = 300.0
     vhosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
+    access_log: str = ""
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -85,7 +88,7 @@ class Config:
 #: L{VHOST_SECTION}).
 SECTIONS: Mapping[str, tuple] = MappingProxyType(
     {
-        "rocketd": ("listen", "admin", "state_dir", "engine", "log_level"),
+        "rocketd": ("listen", "admin", "state_dir", "engine", "log_level", "access_log"),
         "restms": ("max_body", "long_poll", "pipe_depth", "feed_backlog", "heartbeat"),
         "webrocket": ("token_ttl", "event_backlog", "event_backlog_age"),
     }
@@ -115,6 +118,11 @@ def _text(value: str) -> str:
 
 def _directory(value: str) -> str:
     return os.path.abspath(_text(value))
+
+
+def _optionalPath(value: str) -> str:
+    value = value.strip()
+    return os.path.abspath(value) if value else ""
 
 
 def _engine(value: str) -> str:
@@ -169,6 +177,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "state_dir": _directory,
         "engine": _engine,
         "log_level": _logLevel,
+        "access_log": _optionalPath,
         "max_body": _positiveInt,
         "pipe_depth": _positiveInt,
         "feed_backlog": _positiveInt,
