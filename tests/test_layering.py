@@ -1,0 +1,56 @@
+"""
+The dependency rules of docs/architecture.md, checked on the source: the
+engine knows no protocol, the two faces know only the engine and the
+shared HTTP plumbing, and no component reads options or config itself.
+"""
+
+import ast
+from pathlib import Path
+
+from twisted.trial.unittest import TestCase
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rocketd"
+
+#: package -> the rocketd modules it must not import (prefixes).
+FORBIDDEN = {
+    "engine": ("rocketd.restms", "rocketd.webrocket", "rocketd.admin", "rocketd.http", "rocketd.app",
+               "rocketd.tap", "rocketd.config"),
+    "http": ("rocketd.engine", "rocketd.restms", "rocketd.webrocket", "rocketd.admin", "rocketd.app",
+             "rocketd.tap", "rocketd.config"),
+    "restms": ("rocketd.webrocket", "rocketd.admin", "rocketd.app", "rocketd.tap", "rocketd.config"),
+    "webrocket": ("rocketd.restms", "rocketd.admin", "rocketd.app", "rocketd.tap", "rocketd.config"),
+    "admin": ("rocketd.restms", "rocketd.app", "rocketd.tap", "rocketd.config"),
+}
+
+
+def importsOf(path: Path):
+    """Every module name a source file imports (absolute and resolved relative)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                yield base + ("." + node.module if node.module else "")
+            else:
+                yield node.module
+
+
+class LayeringTests(TestCase):
+    def test_importsFollowTheRules(self):
+        broken = []
+        for package, forbidden in FORBIDDEN.items():
+            for path in sorted((PACKAGE / package).rglob("*.py")):
+                for name in importsOf(path):
+                    if name and name.startswith(forbidden):
+                        broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
+    def test_theCheckSeesImports(self):
+        """The walker finds the imports it is meant to police (so the rule above can fail)."""
+        names = set(importsOf(PACKAGE / "app.py"))
+        self.assertIn("rocketd.http.limits", names)
+        self.assertTrue(any(n.startswith("rocketd.restms") for n in names))
