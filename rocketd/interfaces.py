@@ -275,8 +275,10 @@ class IPipe(IResource):
 
         @param consumer: a callable taking an L{IHeldMessage}.
         @return: Deferred firing with a handle with C{stop()} (detach the
-            consumer; held messages stay) and C{resume()}; fails with
-            L{rocketd.errors.Conflict} if the pipe already has one.
+            consumer; held messages stay), C{resume()}, and C{ended}: a
+            Deferred firing with True when the pipe is deleted under the
+            consumer, or with False when the consumer was stopped. Fails
+            with L{rocketd.errors.Conflict} if the pipe already has one.
         """
 
     def delete():

@@ -870,6 +870,23 @@ class EngineContractTests:
         handle.stop()
         self.assertFalse(live.consumed)
 
+    @inlineCallbacks
+    def test_consumptionEnds(self):
+        """
+        A consumer's handle says when its consumption ends: False when it
+        was stopped, True when the pipe was deleted under it.
+        """
+        domain = yield self.newDomain()
+        stopped = yield self.newPipe(domain, "stream")
+        handle = yield stopped.consume(Collector())
+        self.assertFalse(handle.ended.called)
+        handle.stop()
+        self.assertFalse((yield handle.ended))
+        deleted = yield self.newPipe(domain, "stream")
+        handle = yield deleted.consume(Collector())
+        yield deleted.delete()
+        self.assertTrue((yield handle.ended))
+
 
 class Collector:
     """A pipe consumer that records addresses and answers C{result}."""

@@ -740,12 +740,17 @@ class Asynclet:
 class Consumption:
     """The handle of a pipe's consumer (see L{Pipe.consume})."""
 
-    __slots__ = ("pipe", "consumer", "paused")
+    __slots__ = ("pipe", "consumer", "paused", "ended")
 
     def __init__(self, pipe, consumer):
         self.pipe = pipe
         self.consumer = consumer
         self.paused = False
+        self.ended = Deferred()
+
+    def _end(self, deleted: bool):
+        if not self.ended.called:
+            self.ended.callback(deleted)
 
     @property
     def active(self):
@@ -755,6 +760,7 @@ class Consumption:
         """Detach the consumer; the held messages stay in the pipe."""
         if self.pipe._consumer is self:
             self.pipe._consumer = None
+            self._end(False)
 
     def resume(self):
         """Deliver again after the consumer returned False."""
@@ -953,7 +959,7 @@ class Pipe(_Resource):
         self._held.clear()
         registry.pop(self.asynclet, None)
         registry.pop(self.hash, None)
-        self._consumer = None
+        consumer, self._consumer = self._consumer, None
         waiters, self._waiters, self._waiting = self._waiters, {}, 0
         for ds in waiters.values():
             for d in ds:
@@ -963,6 +969,8 @@ class Pipe(_Resource):
             domain._touch()
         self._engine.log.debug("Pipe {hash} deleted", hash=self.hash)
         domain._emit("pipe", "deleted", self._eventHeaders())
+        if consumer is not None:
+            consumer._end(True)
 
     # -- IPipe --
 

@@ -33,9 +33,10 @@ class PipeFeed:
     C{whenWritable()}).
     """
 
-    def __init__(self, pipe, write: Callable[[object], None], gate=None):
+    def __init__(self, pipe, write: Callable[[object], None], gate=None, deleted: Callable[[], None] = None):
         self._pipe = pipe
         self._write = write
+        self._deleted = deleted
         self._gate = gate
         self._handle = None
         self._paused = False
@@ -54,6 +55,7 @@ class PipeFeed:
 
     def _attached(self, handle) -> None:
         self._handle = handle
+        handle.ended.addCallback(self._ended)
         if self._stopped:
             handle.stop()
         else:
@@ -72,6 +74,10 @@ class PipeFeed:
             return False
         self._write(held)
         return True
+
+    def _ended(self, deleted: bool) -> None:
+        if deleted and self._deleted is not None:
+            self._deleted()
 
     def _gateOpened(self, writable: bool) -> None:
         self._watching = False
@@ -111,10 +117,11 @@ def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
     @param gate: see L{PipeFeed}.
     @param producerFor: a request to register the L{PipeFeed} with as its
         push producer (when there is no C{gate}).
-    @return: a Deferred that never fires by itself (a pipe has no end) and
-        that, cancelled (Klein cancels it when the client goes away),
-        detaches from the pipe; it fails with L{rocketd.errors.Conflict},
-        before anything is written, if the pipe already has a consumer.
+    @return: a Deferred that fires with None when the pipe is deleted (the
+        response then ends) and that, cancelled (Klein cancels it when the
+        client goes away), detaches from the pipe; it fails with
+        L{rocketd.errors.Conflict}, before anything is written, if the pipe
+        already has a consumer.
     """
     # The pipe hands its held messages over while attaching, before the
     # head may be sent: they wait here for it.
@@ -128,7 +135,11 @@ def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
         else:
             pending.append(data)
 
-    feed = PipeFeed(pipe, write, gate)
+    def deleted() -> None:
+        if not done.called:
+            done.callback(None)
+
+    feed = PipeFeed(pipe, write, gate, deleted)
     done = Deferred(lambda _: feed.stop())
 
     def attached(_) -> None:
@@ -179,7 +190,14 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
         # Send the head now: the client learns the stream is open.
         request.write(b"")
 
-    return _stream(pipe, frame, begin, request.write, producerFor=request)
+    def close(result):
+        # The pipe was deleted: close the multipart body.
+        if request.producer is not None:
+            request.unregisterProducer()
+        request.write(b"--%s--\r\n" % boundary)
+        return result
+
+    return _stream(pipe, frame, begin, request.write, producerFor=request).addCallback(close)
 
 
 def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferred:
