@@ -245,6 +245,32 @@ class DomainTests(RestMSTestCase):
         self.assertEqual([p.get("href") for p in domain.findAll("pipe")], [pipe])
         self.assertEqual(domain.findAll("pipe")[0].get("type"), "fifo")
 
+    def fromRemote(self, method, uri, body=b""):
+        """Send one request from a client on another machine; return the raw response."""
+        site = Site(self.root, reactor=self.clock)
+        remote = IPv4Address("TCP", "192.0.2.7", 40000)
+        channel = site.buildProtocol(remote)
+        transport = StringTransport(hostAddress=IPv4Address("TCP", "192.0.2.1", 8080), peerAddress=remote)
+        channel.makeConnection(transport)
+        head = "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            method, uri, HOST, XML, len(body))
+        channel.dataReceived(head.encode("latin-1") + body)
+        return transport.value()
+
+    def test_remoteClientsRefusedByDefault(self):
+        """
+        RestMS has no authentication: by default only clients on this
+        machine may use it; others get 403 and change nothing.
+        """
+        response = self.fromRemote("POST", "/restms/domain/", restms('<feed name="remote" type="fanout"/>'))
+        self.assertTrue(response.startswith(b"HTTP/1.1 403 "), response[:100])
+        self.assertIn(b"loopback", response)
+        self.assertError(self.get("/restms/feed/remote"), 404)
+        self.app.anonymous = "any"
+        response = self.fromRemote("POST", "/restms/domain/", restms('<feed name="remote" type="fanout"/>'))
+        self.assertTrue(response.startswith(b"HTTP/1.1 201 "), response[:100])
+        self.assertEqual(self.get("/restms/feed/remote").code, 200)
+
     def test_otherDomainsNeedTheAuthorizer(self):
         """
         Without an authorizer only the default domain is reachable; with
@@ -1295,6 +1321,30 @@ class StreamTests(RestMSTestCase):
         fifo, _ = self.createPipe("fifo")
         self.assertError(self.get(fifo, Accept="multipart/mixed"), 406)
         self.assertError(self.get(fifo, Accept="text/event-stream"), 406)
+
+    def ended(self):
+        """Whether the chunked response has ended (the last chunk was received)."""
+        return self.connection.transport.value().endswith(b"\r\n0\r\n\r\n")
+
+    def test_deletedPipeEndsMultipart(self):
+        """Deleting a stream pipe closes the multipart body and ends the response."""
+        self.connection.send("GET", path(self.pipe), [("Accept", "multipart/mixed")])
+        self.publish("/restms/feed/news", '<message address="one"/>')
+        self.assertFalse(self.ended())
+        self.assertEqual(self.delete(self.pipe).code, 200)
+        self.assertTrue(self.ended())
+        boundary = re.search(r'boundary="([^"]+)"', self.connection.head()[1]["content-type"]).group(1)
+        self.assertTrue(self.connection.body().endswith(b"--%s--\r\n" % boundary.encode()))
+        self.assertEqual(len(self.parts(self.connection.body())), 1)
+
+    def test_deletedPipeEndsEvents(self):
+        """Deleting a stream pipe ends its event stream."""
+        self.connection.send("GET", path(self.pipe), [("Accept", "text/event-stream")])
+        self.publish("/restms/feed/news", '<message address="one"/>')
+        self.assertFalse(self.ended())
+        self.assertEqual(self.delete(self.pipe).code, 200)
+        self.assertTrue(self.ended())
+        self.assertEqual([f["event"] for f in self.events()], [b"one"])
 
     def test_streamPipeDocument(self):
         """Read without a streaming Accept, a stream pipe is a document like any pipe."""

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from rocketd.engine.message import Content, Message
 from rocketd.errors import NoSuchResource
+from rocketd.http.peers import isLoopback
 from rocketd.http.sse import lastEventID
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED, IAsynclet, IContent, IFeed, IHeldMessage, IJoin, IPipe
 from rocketd.restms import documents
@@ -90,13 +91,27 @@ class RestMSApp:
         default domain is always reachable, and without this callable no
         other domain is. A domain the request may not reach is answered as
         unknown (404), so its existence is not revealed.
+    @param anonymous: who may use RestMS, which has no authentication of
+        its own: C{"loopback"} (clients on this machine only; others get
+        403) or C{"any"}.
     """
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, engine, clock, longPoll: float = 30.0, heartbeat: float = 15.0, authorizeDomain=None):
+    def __init__(
+        self,
+        engine,
+        clock,
+        longPoll: float = 30.0,
+        heartbeat: float = 15.0,
+        authorizeDomain=None,
+        anonymous: str = "loopback",
+    ):
+        if anonymous not in ("loopback", "any"):
+            raise ValueError("anonymous is 'loopback' or 'any'")
         self.engine = engine
+        self.anonymous = anonymous
         self.authorizeDomain = authorizeDomain
         self.clock = clock
         self.longPoll = longPoll
@@ -160,6 +175,11 @@ class RestMSApp:
         method = request.method.decode("ascii", "replace").upper()
         if method == "HEAD":
             method = "GET"
+        if self.anonymous != "any" and not isLoopback(request):
+            raise forbidden(
+                "This server answers RestMS requests from its own machine only "
+                "(its [restms] anonymous setting is loopback)."
+            )
         try:
             kind, target = await find(name, request)
         except NoSuchResource:
