@@ -59,6 +59,7 @@ class Rocketd:
     @ivar root: the main listener's resource.
     @ivar admin: the admin listener's resource.
     @ivar vhosts: the WebRocket vhost registry.
+    @ivar frontend: the WebRocket frontend (browsers' WebSockets).
     """
 
     def __init__(self, config, reactor):
@@ -73,12 +74,14 @@ class Rocketd:
             feedBacklog=config.feed_backlog,
         )
         self.vhosts = None
+        self.frontend = None
         self.restms = RestMSApp(
             self.engine,
             clock=reactor,
             longPoll=config.long_poll,
             heartbeat=config.heartbeat,
             authorizeDomain=self._authorizeDomain,
+            anonymous=config.anonymous,
         )
         self.admin = Resource()
         fallback = None
@@ -104,7 +107,19 @@ class Rocketd:
                 eventBacklog=config.event_backlog,
                 eventBacklogAge=config.event_backlog_age,
             )
-            fallback = backend.resource()
+            from rocketd.webrocket.frontend import Frontend
+
+            self.frontend = Frontend(
+                self.engine,
+                self.vhosts,
+                backend,
+                clock=reactor,
+                sendQueue=config.send_queue,
+                allowedOrigins=config.allowed_origins,
+                pingInterval=config.ping_interval,
+                maxMessage=config.max_body,
+            )
+            fallback = backend.resource(websocket=self.frontend.resource())
             try:
                 from rocketd.admin.api import AdminApp, ensureCookie
             except ImportError:
@@ -114,6 +129,9 @@ class Rocketd:
                 self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
         root = RootResource(fallback)
         root.putChild(b"restms", self.restms.resource())
+        from rocketd.webrocket.frontend import staticResource
+
+        root.putChild(b"static", staticResource())
         self.root = root
 
     def _authorizeDomain(self, request, name):

@@ -26,6 +26,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import InvalidLogLevelError, LogLevel
 
 from rocketd.errors import EngineError
+from rocketd.webrocket._origins import parseOrigins
 from rocketd.webrocket.vhosts import TOKEN, checkPath
 
 #: The engines a config may name.
@@ -59,9 +60,17 @@ class Config:
     @ivar event_backlog: the most triggered events a vhost keeps while no
         backend worker takes them.
     @ivar event_backlog_age: how long such an event may wait, in seconds.
+    @ivar send_queue: the most bytes that may wait for one slow WebSocket
+        client before it is disconnected (close code 1008).
+    @ivar allowed_origins: the origins whose pages may open a WebSocket
+        (C{("*",)}: any), normalised.
+    @ivar ping_interval: seconds between pings of an idle WebSocket (and
+        how long its pong may take).
     @ivar vhosts: the vhosts declared in the file: path to 40-hex token.
     @ivar log_level: the least severe log level written, one of
         L{LOG_LEVELS}.
+    @ivar anonymous: who may use RestMS (which has no authentication):
+        C{"loopback"}, clients on this machine only, or C{"any"}.
     @ivar access_log: a file to append one line per HTTP request to
         (the combined log format), or C{""} for no access log.
     """
@@ -74,10 +83,14 @@ class Config:
     long_poll: float = 30.0
     heartbeat: float = 15.0
     pipe_depth: int = 10000
+    anonymous: str = "loopback"
     feed_backlog: int = 10000
     token_ttl: float = 3600.0
     event_backlog: int = 1000
     event_backlog_age: float = 300.0
+    send_queue: int = 1048576
+    allowed_origins: tuple = ("*",)
+    ping_interval: float = 30.0
     vhosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
     access_log: str = ""
@@ -89,8 +102,15 @@ class Config:
 SECTIONS: Mapping[str, tuple] = MappingProxyType(
     {
         "rocketd": ("listen", "admin", "state_dir", "engine", "log_level", "access_log"),
-        "restms": ("max_body", "long_poll", "pipe_depth", "feed_backlog", "heartbeat"),
-        "webrocket": ("token_ttl", "event_backlog", "event_backlog_age"),
+        "restms": ("max_body", "long_poll", "pipe_depth", "feed_backlog", "heartbeat", "anonymous"),
+        "webrocket": (
+            "token_ttl",
+            "event_backlog",
+            "event_backlog_age",
+            "send_queue",
+            "allowed_origins",
+            "ping_interval",
+        ),
     }
 )
 
@@ -123,6 +143,13 @@ def _directory(value: str) -> str:
 def _optionalPath(value: str) -> str:
     value = value.strip()
     return os.path.abspath(value) if value else ""
+
+
+def _anonymous(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("loopback", "any"):
+        raise ValueError(f"{value!r} is not one of: loopback, any")
+    return value
 
 
 def _engine(value: str) -> str:
@@ -168,6 +195,12 @@ def _positiveFloat(value) -> float:
     return number
 
 
+def _origins(value) -> tuple:
+    if isinstance(value, (list, tuple)):
+        value = " ".join(value)
+    return parseOrigins(value)
+
+
 #: How each field's text becomes its value (raising ValueError with the
 #: end of a sentence).
 _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
@@ -178,6 +211,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "engine": _engine,
         "log_level": _logLevel,
         "access_log": _optionalPath,
+        "anonymous": _anonymous,
         "max_body": _positiveInt,
         "pipe_depth": _positiveInt,
         "feed_backlog": _positiveInt,
@@ -186,6 +220,9 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "heartbeat": _positiveFloat,
         "token_ttl": _positiveFloat,
         "event_backlog_age": _positiveFloat,
+        "send_queue": _positiveInt,
+        "allowed_origins": _origins,
+        "ping_interval": _positiveFloat,
     }
 )
 

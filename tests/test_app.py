@@ -6,6 +6,7 @@ site, and the site writes an access log only when asked to.
 import io
 import os
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import TestCase
 from twisted.web import http
@@ -28,8 +29,9 @@ class RocketdSiteTests(TestCase):
         """Send one raw GET through the site; return the raw response."""
         site.startFactory()
         self.addCleanup(site.stopFactory)
-        channel = site.buildProtocol(None)
-        transport = StringTransport()
+        client = IPv4Address("TCP", "127.0.0.1", 40000)
+        channel = site.buildProtocol(client)
+        transport = StringTransport(peerAddress=client)
         channel.makeConnection(transport)
         channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: example.test\r\n" + headers + b"\r\n")
         channel.connectionLost(None)

@@ -12,7 +12,7 @@ C{token}, C{events}), so the vhost is everything before the first of them:
     /:vhost/token                     GET a single-use browser token
     /:vhost/events                    GET the workers' event stream (SSE),
                                       POST an event to the workers (extension)
-    /:vhost                           the WebSocket frontend (later)
+    /:vhost                           the WebSocket frontend (upgrade requests)
 
 Checks come in this order: unknown vhost (404), credentials (401), then the
 request (405, 400, 404). Every error has a JSON body C{{"error": "..."}}.
@@ -183,9 +183,15 @@ class BackendApp:
         self.channelClosedObservers = []
         vhosts.addObserver(self._vhostChanged)
 
-    def resource(self) -> Resource:
-        """The resource serving every backend API path (given the full request path)."""
-        return BackendResource(self)
+    def resource(self, websocket: Optional[Resource] = None) -> Resource:
+        """
+        The resource serving every backend API path (given the full request
+        path).
+
+        @param websocket: the resource that serves WebSocket upgrade
+            requests made to a bare vhost path (the browsers' frontend).
+        """
+        return BackendResource(self, websocket)
 
     def _vhostChanged(self, event: str, vhost: Vhost) -> None:
         if event in (DELETED, TOKEN_CHANGED):
@@ -380,17 +386,28 @@ def _queryArgument(request, name: bytes, default: str) -> str:
         raise _HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
 
 
+def _isUpgrade(request) -> bool:
+    """Whether a request asks to become a WebSocket."""
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and upgrade.strip().lower() == b"websocket"
+
+
 class BackendResource(Resource):
     """The backend API's HTTP resource: a leaf that routes on the full path."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, app: BackendApp):
+    def __init__(self, app: BackendApp, websocket: Optional[Resource] = None):
         Resource.__init__(self)
         self._app = app
+        self._websocket = websocket
 
     def render(self, request):
+        if self._websocket is not None and _isUpgrade(request):
+            vhostPath, rest = _splitPath(request.path)
+            if rest == [] and self._app.vhosts.get(vhostPath) is not None:
+                return self._websocket.render(request)
         self._handle(request)
         return NOT_DONE_YET
 
