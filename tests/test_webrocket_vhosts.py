@@ -140,6 +140,14 @@ class VhostRegistryTests(TestCase):
         self.assertIsNone(self.registry().get("/moon"))
         self.failureResultOf(registry.delete("/moon"), NoSuchResource)
 
+    def test_resolve(self):
+        """A path or a L{Vhost} resolves to the registry's L{Vhost}; an unknown path raises."""
+        registry = self.registry()
+        moon = self.successResultOf(registry.add("/moon"))
+        self.assertEqual(registry.resolve("/moon"), moon)
+        self.assertIs(registry.resolve(moon), moon)
+        self.assertRaises(NoSuchResource, registry.resolve, "/mars")
+
     def test_regenerateToken(self):
         registry = self.registry()
         old = self.successResultOf(registry.add("/moon"))

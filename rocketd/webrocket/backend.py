@@ -197,19 +197,11 @@ class BackendApp:
         if event in (DELETED, TOKEN_CHANGED):
             self.tokens.discardVhost(vhost.path)
 
-    def _resolve(self, vhost) -> Vhost:
-        if isinstance(vhost, Vhost):
-            return vhost
-        found = self.vhosts.get(vhost)
-        if found is None:
-            raise NoSuchResource(f"There is no vhost {vhost}.")
-        return found
-
     # -- channels ------------------------------------------------------------
 
     @inlineCallbacks
     def _channelFeed(self, vhost, name):
-        vhost = self._resolve(vhost)
+        vhost = self.vhosts.resolve(vhost)
         domain = yield self.engine.getDomain(vhost.domain)
         try:
             feed = yield domain.getFeed(name)
@@ -237,7 +229,7 @@ class BackendApp:
             name).
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self.vhosts.resolve(vhost)
             checkChannelName(name)
         except EngineError:
             return fail()
@@ -254,7 +246,7 @@ class BackendApp:
             for an unknown vhost or channel.
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self.vhosts.resolve(vhost)
         except EngineError:
             return fail()
         d = self._channelFeed(vhost, name)
@@ -285,7 +277,7 @@ class BackendApp:
             L{NoSuchResource} for an unknown vhost.
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self.vhosts.resolve(vhost)
         except EngineError:
             return fail()
         d = self.engine.getDomain(vhost.domain)
@@ -329,7 +321,7 @@ class BackendApp:
         @return: a new single-use browser token for the vhost (128 hex).
         @raise InvalidArgument: empty uid, invalid expression.
         """
-        return self.tokens.issue(self._resolve(vhost).path, uid, channels)
+        return self.tokens.issue(self.vhosts.resolve(vhost).path, uid, channels)
 
 
 # -- HTTP ------------------------------------------------------------------------

@@ -189,6 +189,19 @@ class VhostRegistry:
             result[path] = token
         return result
 
+    def resolve(self, vhost) -> Vhost:
+        """
+        @param vhost: a L{Vhost} or a vhost path.
+        @return: the L{Vhost}.
+        @raise NoSuchResource: if no vhost has that path.
+        """
+        if isinstance(vhost, Vhost):
+            return vhost
+        found = self._vhosts.get(vhost)
+        if found is None:
+            raise NoSuchResource(f"There is no vhost {vhost}.")
+        return found
+
     def get(self, path: str) -> Optional[Vhost]:
         """@return: the L{Vhost} with that path, or None."""
         return self._vhosts.get(path)
@@ -263,7 +276,7 @@ class VhostRegistry:
             L{NoSuchResource} if unknown and L{Forbidden} for a declared vhost.
         """
         try:
-            vhost = self._writable(path)
+            self._writable(path)
             changed = Vhost(path, newToken(), declared=False)
             self._commit({**self._vhosts, path: changed})
         except Exception:

@@ -283,14 +283,6 @@ class WorkerPool:
         self._dropLogged: Dict[str, float] = {}
         vhosts.addObserver(self._vhostChanged)
 
-    def _resolve(self, vhost) -> Vhost:
-        if isinstance(vhost, Vhost):
-            return vhost
-        found = self._vhosts.get(vhost)
-        if found is None:
-            raise NoSuchResource(f"There is no vhost {vhost}.")
-        return found
-
     # -- the rotator feed ----------------------------------------------------
 
     def eventFeed(self, vhost) -> Deferred:
@@ -302,7 +294,7 @@ class WorkerPool:
             L{NoSuchResource} for an unknown vhost.
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self._vhosts.resolve(vhost)
         except NoSuchResource:
             return fail()
         key = vhost.path
@@ -354,7 +346,7 @@ class WorkerPool:
             L{InvalidArgument} or L{NoSuchResource}.
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self._vhosts.resolve(vhost)
             eventId = self._counters.get(vhost.path, 0) + 1
             message = triggeredEventMessage(eventId, channel, event, data, sid=sid, uid=uid)
         except Exception:
@@ -393,7 +385,7 @@ class WorkerPool:
 
     def dropped(self, vhost) -> int:
         """How many events of this vhost fell out of the backlog (0 before its first event)."""
-        feed = self._feeds.get(self._resolve(vhost).path)
+        feed = self._feeds.get(self._vhosts.resolve(vhost).path)
         return getattr(feed, "dropped", 0) if feed is not None else 0
 
     # -- workers --------------------------------------------------------
@@ -411,7 +403,7 @@ class WorkerPool:
             an unknown vhost.
         """
         try:
-            vhost = self._resolve(vhost)
+            vhost = self._vhosts.resolve(vhost)
             predicate = anchoredPattern(filterSource, "filter")
         except Exception:
             return fail()
