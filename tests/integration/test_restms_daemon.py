@@ -6,7 +6,6 @@ library's client. Every read that may wait has a deadline.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
@@ -14,24 +13,18 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
+from . import client as base
+from .client import DEADLINE
+
 XML = "application/restms+xml"
 JSON = "application/restms+json"
-DEADLINE = 10.0
 
 
 def restms(inner: str) -> bytes:
     return ('<?xml version="1.0"?><restms xmlns="http://www.imatix.com/schema/restms">%s</restms>' % inner).encode()
 
 
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def header(self, name):
-        return self.headers.get(name.lower())
-
+class Response(base.Response):
     def attr(self, element, name, **where):
         """The attribute C{name} of the first C{<element>} (whose other attributes match C{where})."""
         for tag in re.finditer(r"<%s\b([^>]*)>" % element, self.body.decode()):
@@ -40,30 +33,14 @@ class Response:
                 return attrs.get(name)
         return None
 
-    def __repr__(self):
-        return "<Response %d %r>" % (self.status, self.body[:300])
 
-
-class Client:
+class Client(base.Client):
     """One request per connection, to the daemon's main listener."""
 
-    def __init__(self, url):
-        parts = urllib.parse.urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port
-
-    def connect(self, timeout=DEADLINE):
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+    response = Response
 
     def request(self, method, target, body=None, headers=None, timeout=DEADLINE):
-        if target.startswith("http"):
-            target = urllib.parse.urlsplit(target)._replace(scheme="", netloc="").geturl()
-        connection = self.connect(timeout)
-        try:
-            connection.request(method, target, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        finally:
-            connection.close()
+        return self.send(self.connect(timeout), method, target, body, headers)
 
     def post(self, target, body, contentType=XML, **headers):
         return self.request("POST", target, body, dict(headers, **{"Content-Type": contentType}))

@@ -7,7 +7,6 @@ API. Every read that may wait has a deadline.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -20,10 +19,11 @@ import urllib.parse
 
 import pytest
 
+from . import client as base
+from .client import DEADLINE, basic
 from .daemon import Daemon
 
 MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
-DEADLINE = 10.0
 
 
 @pytest.fixture
@@ -37,32 +37,8 @@ def moon(tmp_path):
     rocketd.close()
 
 
-def basic(user, password):
-    return "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
-
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def header(self, name):
-        return self.headers.get(name.lower())
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "<Response %d %r>" % (self.status, self.body[:300])
-
-
-class Client:
+class Client(base.Client):
     """Requests to the daemon, one connection each (as curl does)."""
-
-    def __init__(self, url):
-        parts = urllib.parse.urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port
 
     def connect(self, rcvbuf=None):
         connection = http.client.HTTPConnection(self.host, self.port, timeout=DEADLINE)
@@ -83,13 +59,7 @@ class Client:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             headers.setdefault("Content-Type", "application/json")
-        connection = self.connect()
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-        finally:
-            connection.close()
+        return self.send(self.connect(), method, path, body, headers)
 
     def trigger(self, event, channel=None, data=None, vhost="/moon", token=MOON):
         trigger = {"event": event}
