@@ -12,6 +12,7 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
@@ -194,7 +195,11 @@ class _RocketdService(MultiService):
         # Listeners bind in privilegedStartService; the state they serve is
         # created first (the embedded engine answers synchronously).
         self.rocketd.start().addErrback(self._startFailed)
-        MultiService.privilegedStartService(self)
+        try:
+            MultiService.privilegedStartService(self)
+        except CannotListenError as e:
+            # One sentence, not a traceback: the port is taken, or not ours.
+            raise SystemExit(f"rocketd: {e}") from None
 
     def _startFailed(self, failure):
         log.failure("rocketd could not start", failure)
@@ -217,10 +222,11 @@ def makeRocketdService(config, reactor):
     FilePath(config.state_dir).makedirs(ignoreExistingDirectory=True)
     rocketd = Rocketd(config, reactor)
     service = _RocketdService(rocketd)
-    main = StreamServerEndpointService(serverFromString(reactor, config.listen), rocketd.site())
-    main.setName("main")
-    main.setServiceParent(service)
-    admin = StreamServerEndpointService(serverFromString(reactor, config.admin), rocketd.adminSite())
-    admin.setName("admin")
-    admin.setServiceParent(service)
+    for name, endpoint, site in (("main", config.listen, rocketd.site()), ("admin", config.admin, rocketd.adminSite())):
+        listener = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
+        # A listener that can't listen (the port is taken) stops the start
+        # instead of leaving a daemon that serves nothing.
+        listener._raiseSynchronously = True
+        listener.setName(name)
+        listener.setServiceParent(service)
     return service

@@ -6,6 +6,7 @@ bad command line with one sentence.
 
 import os
 import signal
+import socket
 
 from rocketd.tap import Options
 
@@ -86,3 +87,20 @@ def test_badConfigFile(tmp_path):
     config.write_text("[restms]\nlong_pol = 5\n")
     result = runTwistd(["--nodaemon", "--pidfile=", "rocketd", "--state-dir", str(tmp_path), "-c", str(config)])
     assertOneLineError(result, str(config), "'long_pol'")
+
+
+def test_portTaken(tmp_path):
+    """A listener that can't listen stops the daemon with one sentence, not a daemon serving nothing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runTwistd(
+            ["--nodaemon", "--pidfile=", "--logfile=-", "rocketd", "--state-dir", str(tmp_path),
+             "--listen", "tcp:%d:interface=127.0.0.1" % port, "--admin", "tcp:0:interface=127.0.0.1"],
+            timeout=30,
+        )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "rocketd: Couldn't listen on 127.0.0.1:%d" % port in output
+    assert "Traceback" not in output
