@@ -144,6 +144,8 @@ class MemoryEngine:
         self._domains: Dict[str, Domain] = {}
         self._busy = 0
         self._flushing = False
+        #: The time of the flush under way (None outside one).
+        self._now: Optional[float] = None
         self._pending = deque()
         self.stats = {"published": 0, "delivered": 0, "dropped": 0}
 
@@ -162,6 +164,8 @@ class MemoryEngine:
         if self._flushing:
             return
         self._flushing = True
+        # One reading of the clock serves every pipe served by this flush.
+        self._now = self._clock.seconds()
         try:
             pending = self._pending
             while pending:
@@ -170,6 +174,7 @@ class MemoryEngine:
                 pipe._fire()
         finally:
             self._flushing = False
+            self._now = None
 
     def _countDropped(self, n):
         self.stats["dropped"] += n
@@ -930,7 +935,7 @@ class Pipe(_Resource):
         else:
             self._order.remove(held)
         self._engine._registry.pop(held.hash, None)
-        self._touch()
+        self._touch(self._engine._now)
 
     def _resume(self):
         engine = self._engine

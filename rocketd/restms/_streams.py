@@ -12,7 +12,8 @@ delivery when the transport drains.
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+import weakref
+from typing import Callable, Dict, List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -20,7 +21,7 @@ from zope.interface import implementer
 
 from rocketd.http.sse import SSEStream, encodeEvent
 from rocketd.restms.codec import MEDIA_TYPES
-from rocketd.restms.documents import renderHeldMessage
+from rocketd.restms.documents import renderHeldMessage, renderStreamedMessage
 
 
 @implementer(IPushProducer)
@@ -200,27 +201,99 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
     return _stream(pipe, frame, begin, request.write, producerFor=request).addCallback(close)
 
 
+class _Coalescer:
+    """
+    Joins the frames each event stream is given during one reactor turn
+    into one write, made at the end of the turn (a single C{callLater(0)}
+    for all the streams of a clock): a burst of publishes costs each
+    stream one trip through the HTTP and transport write path rather than
+    one per message.
+    """
+
+    def __init__(self, clock):
+        self._clock = clock
+        self._pending: Dict[object, List[bytes]] = {}
+        self._call = None
+
+    def send(self, stream, data: bytes) -> None:
+        """Queue C{data} for C{stream}; it is written at the end of this turn."""
+        frames = self._pending.get(stream)
+        if frames is None:
+            self._pending[stream] = [data]
+            if self._call is None:
+                self._call = self._clock.callLater(0, self.flush)
+        else:
+            frames.append(data)
+
+    def flushStream(self, stream) -> None:
+        """Write what waits for C{stream} now (before it closes)."""
+        frames = self._pending.pop(stream, None)
+        if frames:
+            stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def flush(self) -> None:
+        """Write what waits for every stream."""
+        self._call = None
+        pending, self._pending = self._pending, {}
+        for stream, frames in pending.items():
+            stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+_coalescers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _coalescerFor(clock) -> _Coalescer:
+    coalescer = _coalescers.get(clock)
+    if coalescer is None:
+        coalescer = _coalescers[clock] = _Coalescer(clock)
+    return coalescer
+
+
+def _sharedEvent(message, base: bytes) -> bytes:
+    """
+    The C{event:} and C{data:} lines of a streamed message's SSE event and
+    the blank line that ends it: everything but the pipe's own C{id:} line.
+    """
+    address = message.address
+    # An address with a line break can't be an event type: such a message
+    # goes out as the default "message" event.
+    event = address if address and "\n" not in address and "\r" not in address and "\0" not in address else None
+    return encodeEvent(renderStreamedMessage(message, "json", base), event=event)
+
+
 def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferred:
     """
     Serve a stream pipe as server-sent events: C{id:} the message's
     sequence in the pipe, C{event:} its address, C{data:} its JSON document
-    on one line; a comment heartbeat every C{heartbeat} seconds.
+    on one line, without the message's href and content hrefs (the message
+    is deleted once written), so the same event and data bytes, encoded
+    once per message, go to every pipe; the frames of one reactor turn go
+    out in one write at its end; a comment heartbeat every C{heartbeat} seconds.
 
     @param base: the request's base URI (bytes).
     @return: see L{_stream}.
     """
     stream = SSEStream(request, clock, heartbeat)
+    key = ("restms-sse", base)
 
     def frame(held) -> bytes:
-        address = held.message.address
-        # An address with a line break can't be an event type: such a
-        # message goes out as the default "message" event.
-        event = address if address and "\n" not in address and "\r" not in address and "\0" not in address else None
-        return encodeEvent(renderHeldMessage(held, "json", base), event=event, id=b"%d" % held.sequence)
+        # The event and data lines are the same bytes for every pipe: only
+        # the id line is the pipe's own.
+        message = held.message
+        shared = message.cache.get(key)
+        if shared is None:
+            shared = message.cache[key] = _sharedEvent(message, base)
+        return b"id: %d\n%s" % (held.sequence, shared)
 
-    done = _stream(pipe, frame, stream.start, stream.send, gate=stream)
+    coalescer = _coalescerFor(clock)
+
+    def send(data: bytes) -> None:
+        coalescer.send(stream, data)
+
+    done = _stream(pipe, frame, stream.start, send, gate=stream)
 
     def ended(result):
+        coalescer.flushStream(stream)
         stream.close()
         return result
 

@@ -160,8 +160,8 @@ _HREF = -1
 _BASE = -2
 
 
-def _messageElement(message, href: str, feed: Optional[str], contentHrefs: Sequence[str]) -> Element:
-    attrs = {"href": href, "address": message.address}
+def _messageElement(message, href: Optional[str], feed: Optional[str], contentHrefs: Sequence[Optional[str]]) -> Element:
+    attrs = _attrs(href=href, address=message.address)
     if feed is not None:
         attrs["feed"] = feed
     for name in PROPERTY_NAMES:
@@ -173,13 +173,14 @@ def _messageElement(message, href: str, feed: Optional[str], contentHrefs: Seque
     return Element("message", attrs, children)
 
 
-def _deliveredContent(content, href: str) -> Element:
+def _deliveredContent(content, href: Optional[str]) -> Element:
     """
-    C{<content type length href/>}; a content of at most L{INLINE_LIMIT}
-    bytes also carries its value (plain text when it is UTF-8 that XML can
-    carry, base64 otherwise), saving the client a GET.
+    C{<content type length href/>} (no href when C{href} is None); a
+    content of at most L{INLINE_LIMIT} bytes also carries its value (plain
+    text when it is UTF-8 that XML can carry, base64 otherwise), saving the
+    client a GET.
     """
-    attrs = {"type": content.type, "length": str(content.length), "href": href}
+    attrs = _attrs(type=content.type, length=str(content.length), href=href)
     if content.length > INLINE_LIMIT:
         return Element("content", attrs, [])
     try:
@@ -243,6 +244,31 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
             append(prefix)
             append(held.contentHashes[slot].encode("ascii"))
     return b"".join(out)
+
+
+def renderStreamedMessage(message, kind: str, base: bytes) -> bytes:
+    """
+    The document of a message as a stream pipe writes it: like
+    L{renderHeldMessage} but without the message's href and its contents'
+    hrefs, since a streamed message is deleted from its pipe once written
+    (those URIs would answer 404). It is the same bytes for every pipe, so
+    it is encoded once per message, representation and base URI and kept in
+    the message's cache.
+
+    @param base: the request's base URI, as bytes.
+    @return: the encoded document (bytes, shared: don't change it).
+    """
+    key = ("restms-streamed", kind, base)
+    cache = message.cache
+    data = cache.get(key)
+    if data is None:
+        feed = None
+        if message.feed is not None:
+            feed = "@%sb@%s" % (_NONCE, feedPath(message.feed))
+        element = document(_messageElement(message, None, feed, [None] * len(message.contents)))
+        data = render(element, kind).replace(("@%sb@" % _NONCE).encode("ascii"), base)
+        cache[key] = data
+    return data
 
 
 # -- reading -----------------------------------------------------------------
