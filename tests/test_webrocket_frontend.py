@@ -334,6 +334,18 @@ class SubscribeTests(FrontendTestCase):
         self.assertEqual(payloadOf(frame), b'{"e": {}}')
 
 
+    def test_channelFrameOfEachMessage(self):
+        """Messages asked for in turn each get their own frame (or None)."""
+        one = Message(address="x", contents=(Content("application/json", b'{"one": {}}'),))
+        two = Message(address="x", contents=(Content("application/json", b'{"two": {}}'),))
+        plain = Message(address="x", contents=(Content("text/plain", b"hi"),))
+        for _ in range(2):
+            self.assertEqual(payloadOf(channelFrame(one)), b'{"one": {}}')
+            self.assertIsNone(channelFrame(plain))
+            self.assertEqual(payloadOf(channelFrame(two)), b'{"two": {}}')
+            self.assertEqual(payloadOf(channelFrame(two)), b'{"two": {}}')
+            self.assertIsNone(channelFrame(plain))
+
 class OrderingTests(FrontendTestCase):
     def test_framesAreHandledInOrder(self):
         """A frame waits for the one before it, however long the engine takes."""

@@ -138,7 +138,10 @@ class Subscription:
             return False
         frame = channelFrame(held.message)
         if frame is not None:
-            self.session.send(frame)
+            # Session.send, inlined: this runs once per subscriber per message.
+            session = self.session
+            if not session.closed:
+                session._link.send(frame)
         return True
 
     def detach(self) -> Deferred:

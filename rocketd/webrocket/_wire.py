@@ -134,6 +134,9 @@ def notBroadcast(message: Message) -> bool:
     return message.headers.get(ORIGIN_HEADER) != BROADCAST
 
 
+_UNBUILT = object()
+
+
 def channelFrame(message: Message) -> Optional[bytes]:
     """
     The WebSocket frame of a message routed to a channel, built once and
@@ -148,8 +151,9 @@ def channelFrame(message: Message) -> Optional[bytes]:
     @return: the frame's bytes, or None.
     """
     cache = message.cache
-    if WS_FRAME in cache:
-        return cache[WS_FRAME]
+    frame = cache.get(WS_FRAME, _UNBUILT)
+    if frame is not _UNBUILT:
+        return frame
     frame = None
     if len(message.contents) == 1:
         content = message.contents[0]

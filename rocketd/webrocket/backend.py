@@ -25,7 +25,7 @@ import re
 from typing import Optional
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred, fail, gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -199,17 +199,36 @@ class BackendApp:
 
     # -- channels ------------------------------------------------------------
 
-    @inlineCallbacks
     def _channelFeed(self, vhost, name):
-        vhost = self.vhosts.resolve(vhost)
-        domain = yield self.engine.getDomain(vhost.domain)
+        """
+        @return: Deferred firing with the channel's fanout feed; fails with
+            L{NoSuchResource} if the vhost or the channel does not exist.
+        """
+        # Plain callbacks (no generator): this runs on every fired event.
         try:
-            feed = yield domain.getFeed(name)
-        except NoSuchResource:
-            feed = None
-        if feed is None or feed.type != "fanout" or feed.isDefault:
-            raise NoSuchResource(f"There is no channel {name} in {vhost.path}.")
-        return feed
+            vhost = self.vhosts.resolve(vhost)
+            d = self.engine.getDomain(vhost.domain)
+        except Exception:
+            return fail()
+
+        def noFeed(failure):
+            failure.trap(NoSuchResource)
+            return None
+
+        def check(feed):
+            if feed is None or feed.type != "fanout" or feed.isDefault:
+                raise NoSuchResource(f"There is no channel {name} in {vhost.path}.")
+            return feed
+
+        def getFeed(domain):
+            try:
+                return domain.getFeed(name).addErrback(noFeed)
+            except NoSuchResource:
+                return None
+
+        d.addCallback(getFeed)
+        d.addCallback(check)
+        return d
 
     @staticmethod
     def _describe(feed):
@@ -403,19 +422,26 @@ class BackendResource(Resource):
         self._handle(request)
         return NOT_DONE_YET
 
-    @inlineCallbacks
     def _handle(self, request):
+        # Plain callbacks (no generator): this runs on every request.
         gone = []
         request.notifyFinish().addBoth(gone.append)
-        try:
-            result = yield self._route(request)
-        except _HTTPError as e:
-            result = (e.code, {"error": e.message}, e.headers)
-        except EngineError as e:
-            result = (_statusOf(e), {"error": e.message}, ())
-        except Exception:
-            self.log.failure("backend API request {method} {path} failed", method=request.method, path=request.path)
-            result = (500, {"error": "The server failed to answer this request."}, ())
+        d = maybeDeferred(self._route, request)
+        d.addErrback(self._failed, request)
+        d.addCallback(self._answer, request, gone)
+
+    def _failed(self, failure, request):
+        """@return: the C{(code, jsonBody, headers)} answering C{failure}."""
+        e = failure.value
+        if isinstance(e, _HTTPError):
+            return (e.code, {"error": e.message}, e.headers)
+        if isinstance(e, EngineError):
+            return (_statusOf(e), {"error": e.message}, ())
+        self.log.failure("backend API request {method} {path} failed", failure, method=request.method, path=request.path)
+        return (500, {"error": "The server failed to answer this request."}, ())
+
+    @staticmethod
+    def _answer(result, request, gone):
         if result is None or gone:
             return  # streaming, or the client has gone
         code, body, headers = result

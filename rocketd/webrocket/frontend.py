@@ -291,8 +291,13 @@ class FrontendProtocol(WebSocketServerProtocol):
 
     def onOpen(self):
         frontend = self.factory.frontend
-        self.outbox = Outbox(self._write, frontend.sendQueue, self._overflowed)
         transport = self.transport
+        # The fan-out's hot path: a frame goes from the session straight
+        # into the outbox and from there straight into the transport (the
+        # frames are complete already; a transport that is gone ignores
+        # writes).
+        self.outbox = Outbox(transport.write, frontend.sendQueue, self._overflowed)
+        self.send = self.outbox.send
         try:
             transport.registerProducer(self.outbox, True)
         except RuntimeError:
@@ -315,15 +320,11 @@ class FrontendProtocol(WebSocketServerProtocol):
 
     # -- the link a session talks to ---------------------------------------
 
-    def _write(self, frame: bytes) -> None:
-        # Straight to the transport: the frames are complete already, and
-        # this is the fan-out's hot path.
-        transport = self.transport
-        if transport is not None:
-            transport.write(frame)
-
     def send(self, frame: bytes) -> None:
-        """Write a server frame, or queue it while the client is slow."""
+        """
+        Write a server frame, or queue it while the client is slow. (Once
+        open, the outbox's own C{send} replaces this method.)
+        """
         if self.outbox is not None:
             self.outbox.send(frame)
 
