@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 
 from treq.testing import StubTreq
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
+from tests.support import temporaryDirectory
 
 COOKIE = "c0" * 32
 
@@ -41,14 +39,6 @@ class DomainRecorder:
         return succeed(None)
 
 
-def temporaryDirectory(case) -> FilePath:
-    """
-    @return: a new directory, removed after the test (outside the working
-        directory, whichever runner runs the test).
-    """
-    path = tempfile.mkdtemp(prefix="rocketd-admin-test-")
-    case.addCleanup(shutil.rmtree, path, ignore_errors=True)
-    return FilePath(path)
 
 
 def makeRegistry(case, declared=None):

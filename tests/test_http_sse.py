@@ -13,6 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, SSEStream, encodeEvent, lastEventID
+from tests.support import parseResponse
 
 
 class EncodeEventTests(TestCase):
@@ -66,27 +67,6 @@ class StreamingResource(Resource):
         return NOT_DONE_YET
 
 
-def splitResponse(raw):
-    """(status, headers, de-chunked body, whether the body ended) of a chunked response."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    body = b""
-    ended = False
-    while rest:
-        size, _, rest = rest.partition(b"\r\n")
-        size = int(size, 16)
-        if size == 0:
-            ended = True
-            break
-        body += rest[:size]
-        rest = rest[size + 2 :]
-    return status, headers, body, ended
-
 
 class SSEStreamTests(TestCase):
     def setUp(self):
@@ -103,7 +83,7 @@ class SSEStreamTests(TestCase):
         return (resource or self.resource).streams[-1]
 
     def body(self):
-        return splitResponse(self.transport.value())[2]
+        return parseResponse(self.transport.value())[2]
 
     def disconnect(self):
         self.protocol.connectionLost(Failure(ConnectionDone()))
@@ -114,7 +94,7 @@ class SSEStreamTests(TestCase):
         once, before any event.
         """
         self.open()
-        status, headers, body, ended = splitResponse(self.transport.value())
+        status, headers, body, ended = parseResponse(self.transport.value())
         self.assertEqual(status, 200)
         self.assertEqual(headers[b"content-type"], b"text/event-stream; charset=utf-8")
         self.assertEqual(headers[b"cache-control"], b"no-cache")
@@ -185,7 +165,7 @@ class SSEStreamTests(TestCase):
         stream.close()
         self.assertIsNone(self.successResultOf(stream.finished))
         self.assertFalse(stream.disconnected)
-        status, _, body, ended = splitResponse(self.transport.value())
+        status, _, body, ended = parseResponse(self.transport.value())
         self.assertTrue(ended)
         self.assertIsNone(stream.request.producer)
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -7,14 +7,11 @@ main listener mounts it, on the embedded engine and a L{Clock}.
 import base64
 import json
 import re
-import shutil
-import tempfile
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
@@ -24,40 +21,11 @@ from rocketd.errors import InvalidArgument, InvalidName, NoSuchResource
 from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING
 from rocketd.webrocket.backend import BackendApp, channelEventMessage, checkChannelName, parseTrigger
 from rocketd.webrocket.vhosts import VhostRegistry
+from tests.support import parseResponse, temporaryDirectory
 
 MOON = "0123456789abcdef0123456789abcdef01234567"
 CHAT = "fedcba9876543210fedcba9876543210fedcba98"
 
-
-def parseResponse(raw):
-    """(status, headers, body, ended) of a response, chunked or not."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get(b"transfer-encoding") != b"chunked":
-        return status, headers, rest, True
-    body, ended = b"", False
-    while rest:
-        size, _, rest = rest.partition(b"\r\n")
-        size = int(size, 16)
-        if size == 0:
-            ended = True
-            break
-        body += rest[:size]
-        rest = rest[size + 2 :]
-    return status, headers, body, ended
-
-
-
-def temporaryDirectory(testCase):
-    """A fresh directory removed after the test (also under pytest, which does not chdir)."""
-    path = tempfile.mkdtemp(prefix="rocketd-webrocket-")
-    testCase.addCleanup(shutil.rmtree, path, True)
-    return FilePath(path)
 
 class Exchange:
     """One HTTP request on its own connection, and its response so far."""

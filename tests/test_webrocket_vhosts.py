@@ -3,26 +3,19 @@
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from rocketd.errors import Conflict, Forbidden, InvalidArgument, InvalidName, NoSuchResource
 from rocketd.webrocket import vhosts as vhostsModule
 from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost, VhostRegistry, checkPath
+from tests.support import temporaryDirectory
 
 
 
-def temporaryDirectory(testCase):
-    """A fresh directory removed after the test (also under pytest, which does not chdir)."""
-    path = tempfile.mkdtemp(prefix="rocketd-webrocket-")
-    testCase.addCleanup(shutil.rmtree, path, True)
-    return FilePath(path)
 
 class DomainRecorder:
     """Records the domain operations the registry asks of the engine."""

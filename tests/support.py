@@ -1,0 +1,42 @@
+"""Helpers shared by the unit tests."""
+
+import shutil
+import tempfile
+
+from twisted.python.filepath import FilePath
+
+
+def parseResponse(raw: bytes):
+    """
+    Read one raw HTTP/1.1 response.
+
+    @return: C{(status, headers, body, ended)}: header names lower-cased
+        bytes; the body de-chunked (whole chunks only) when chunked; whether
+        the body has ended (always True when not chunked).
+    """
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding") != b"chunked":
+        return status, headers, rest, True
+    body, ended = b"", False
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        size = int(size, 16)
+        if size == 0:
+            ended = True
+            break
+        body += rest[:size]
+        rest = rest[size + 2 :]
+    return status, headers, body, ended
+
+
+def temporaryDirectory(testCase) -> FilePath:
+    """A fresh directory removed after the test (also under pytest, which does not chdir)."""
+    path = tempfile.mkdtemp(prefix="rocketd-test-")
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return FilePath(path)
