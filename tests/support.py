@@ -40,3 +40,29 @@ def temporaryDirectory(testCase) -> FilePath:
     path = tempfile.mkdtemp(prefix="rocketd-test-")
     testCase.addCleanup(shutil.rmtree, path, True)
     return FilePath(path)
+
+
+#: The token of the vhost /moon that L{webrocketSetUp} declares.
+MOON = "0123456789abcdef0123456789abcdef01234567"
+
+
+def webrocketSetUp(testCase) -> None:
+    """
+    Give a test case a WebRocket backend on a Clock: C{clock}, C{engine},
+    C{vhosts} (with C{/moon} declared, token L{MOON}), C{moon} and
+    C{backend}.
+    """
+    from twisted.internet.task import Clock
+
+    from rocketd.engine.memory import MemoryEngine
+    from rocketd.webrocket.backend import BackendApp
+    from rocketd.webrocket.vhosts import VhostRegistry
+
+    testCase.clock = Clock()
+    testCase.engine = MemoryEngine(testCase.clock)
+    testCase.vhosts = VhostRegistry(
+        testCase.engine, temporaryDirectory(testCase).child("vhosts.json"), testCase.clock, declared={"/moon": MOON}
+    )
+    testCase.successResultOf(testCase.vhosts.load())
+    testCase.moon = testCase.vhosts.get("/moon")
+    testCase.backend = BackendApp(testCase.engine, testCase.vhosts, testCase.clock)

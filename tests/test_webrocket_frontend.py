@@ -8,25 +8,18 @@ library, no network, time on a L{Clock}.
 from __future__ import annotations
 
 import json
-import shutil
 import struct
-import tempfile
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from rocketd.engine.memory import MemoryEngine
 from rocketd.engine.message import Content, Message
 from rocketd.webrocket._presence import Member, Presence
 from rocketd.webrocket._session import MAX_PENDING, Subscription, channelKind
 from rocketd.webrocket._wire import channelFrame, errorFrame, parseClientFrame, FrontendError, textFrame
-from rocketd.webrocket.backend import BackendApp
 from rocketd.webrocket.frontend import Frontend
-from rocketd.webrocket.vhosts import VhostRegistry
+from tests.support import webrocketSetUp
 
-MOON = "0123456789abcdef0123456789abcdef01234567"
 
 
 def payloadOf(frame: bytes) -> bytes:
@@ -83,16 +76,7 @@ class FakeSink:
 
 class FrontendTestCase(TestCase):
     def setUp(self):
-        self.clock = Clock()
-        self.engine = MemoryEngine(self.clock)
-        directory = tempfile.mkdtemp(prefix="rocketd-frontend-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.vhosts = VhostRegistry(
-            self.engine, FilePath(directory).child("vhosts.json"), self.clock, declared={"/moon": MOON}
-        )
-        self.successResultOf(self.vhosts.load())
-        self.moon = self.vhosts.get("/moon")
-        self.backend = BackendApp(self.engine, self.vhosts, self.clock)
+        webrocketSetUp(self)
         self.frontend = Frontend(self.engine, self.vhosts, self.backend, self.clock)
 
     def connect(self):

@@ -10,30 +10,23 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import struct
-import tempfile
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from twisted.web.test.requesthelper import DummyRequest
 
 from rocketd.app import Rocketd
 from rocketd.config import Config, ConfigError, loadConfig
-from rocketd.engine.memory import MemoryEngine
 from rocketd.webrocket._origins import OriginPolicy, normaliseOrigin, parseOrigins
 from rocketd.webrocket._outbox import Outbox
-from rocketd.webrocket.backend import BackendApp
 from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT, Frontend
-from rocketd.webrocket.vhosts import VhostRegistry
+from tests.support import MOON, temporaryDirectory, webrocketSetUp
 
-MOON = "0123456789abcdef0123456789abcdef01234567"
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 
 
@@ -81,16 +74,7 @@ def serverFrames(data: bytes):
 
 class ProtocolTestCase(TestCase):
     def setUp(self):
-        self.clock = Clock()
-        self.engine = MemoryEngine(self.clock)
-        directory = tempfile.mkdtemp(prefix="rocketd-frontend-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        self.vhosts = VhostRegistry(
-            self.engine, FilePath(directory).child("vhosts.json"), self.clock, declared={"/moon": MOON}
-        )
-        self.successResultOf(self.vhosts.load())
-        self.moon = self.vhosts.get("/moon")
-        self.backend = BackendApp(self.engine, self.vhosts, self.clock)
+        webrocketSetUp(self)
 
     def frontend(self, **settings):
         settings.setdefault("allowedOrigins", ("https://app.example",))
@@ -333,8 +317,7 @@ class OriginTests(TestCase):
 
 class SiteTests(TestCase):
     def setUp(self):
-        state = tempfile.mkdtemp(prefix="rocketd-site-")
-        self.addCleanup(shutil.rmtree, state, True)
+        state = temporaryDirectory(self).path
         self.reactor = MemoryReactorClock()
         self.rocketd = Rocketd(Config(state_dir=state, vhosts={"/moon": MOON}), self.reactor)
         self.successResultOf(self.rocketd.start())
