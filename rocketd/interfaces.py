@@ -200,6 +200,31 @@ class IFeed(IResource):
     def listJoins():
         """@return: Deferred firing with the list of L{IJoin}s onto this feed."""
 
+    def listen(listener):
+        """
+        Hand every message published to this fanout feed to C{listener},
+        without holding it anywhere: a subscriber of this process that
+        takes each message as it comes or not at all (a browser's channel
+        subscription). This is what a stream pipe per subscriber would do,
+        at a fraction of the cost, for subscribers that need no URI, no
+        backlog and no flow control of the engine's.
+
+        Listeners are called in publish order, after the publishing
+        operation has routed (as pipe consumers are), each with the shared
+        L{rocketd.engine.message.Message}; they should only queue or write
+        what they are handed. One that raises is logged and keeps
+        listening. A message published while nobody listens is not kept.
+        Listener deliveries are not counted in L{publish}'s result.
+
+        @param listener: a callable taking a Message.
+        @return: Deferred firing with a handle with C{stop()} and C{ended}:
+            a Deferred firing with True when the feed is deleted (after
+            the messages routed before the deletion were handed), or with
+            False when the listener was stopped. Fails with
+            L{rocketd.errors.Forbidden} on a feed that is not of type
+            fanout.
+        """
+
 
 class IPipe(IResource):
     """Holds the messages routed to it until the client takes them."""

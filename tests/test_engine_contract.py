@@ -887,6 +887,101 @@ class EngineContractTests:
         yield deleted.delete()
         self.assertTrue((yield handle.ended))
 
+    # -- listeners (WebRocket's browser subscriptions) --
+
+    @inlineCallbacks
+    def test_listenersTakeEveryMessage(self):
+        """
+        A fanout feed's listeners get every message published while they
+        listen, in order, the same object for all, once the publish has
+        routed; listener deliveries are not counted as pipe deliveries.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout")
+        pipe = yield self.newPipe(domain)
+        yield pipe.join(feed)
+        first, second = Listened(), Listened()
+        yield feed.publish([Message(address="before")])
+        yield feed.listen(first)
+        yield feed.listen(second)
+        messages = [Message(address=f"m{i}") for i in range(3)]
+        delivered = yield feed.publish(messages)
+        self.assertEqual(delivered, 3)
+        yield first.until(3)
+        yield second.until(3)
+        self.assertEqual(first.addresses, ["m0", "m1", "m2"])
+        self.assertEqual(second.addresses, ["m0", "m1", "m2"])
+        for mine, theirs in zip(first.messages, second.messages):
+            self.assertIs(mine, theirs)
+        self.assertEqual(addresses((yield pipe.listMessages())), ["before", "m0", "m1", "m2"])
+
+    @inlineCallbacks
+    def test_listenerStopped(self):
+        """
+        A stopped listener gets nothing more, even when another listener
+        stops it while a message is being handed; its C{ended} fires False.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout")
+        late = Listened()
+        handles = {}
+
+        def stopper(message):
+            handles["late"].stop()
+
+        yield feed.listen(stopper)
+        handles["late"] = yield feed.listen(late)
+        sentinel = Listened()
+        yield feed.listen(sentinel)
+        yield feed.publish([Message(address="a"), Message(address="b")])
+        yield sentinel.until(2)
+        self.assertEqual(late.addresses, [])
+        self.assertFalse((yield handles["late"].ended))
+        handles["late"].stop()  # twice is harmless
+
+    @inlineCallbacks
+    def test_listenerFeedDeleted(self):
+        """
+        Deleting the feed ends its listeners with True, after the messages
+        routed before the deletion were handed.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout")
+        listened = Listened()
+        handle = yield feed.listen(listened)
+        yield feed.publish([Message(address="last")])
+        yield feed.delete()
+        self.assertTrue((yield handle.ended))
+        self.assertEqual(listened.addresses, ["last"])
+        yield self.assertFailure(feed.listen(Listened()), NoSuchResource)
+
+    @inlineCallbacks
+    def test_listenerRaises(self):
+        """A listener that raises is logged, keeps listening, and spoils nothing for the others."""
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout")
+
+        def broken(message):
+            raise ValueError("broken listener")
+
+        yield feed.listen(broken)
+        listened = Listened()
+        yield feed.listen(listened)
+        yield feed.publish([Message(address="a"), Message(address="b")])
+        yield listened.until(2)
+        self.assertEqual(listened.addresses, ["a", "b"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 2)
+
+    @inlineCallbacks
+    def test_listenOnlyFanout(self):
+        """Only fanout feeds take listeners, and only callables listen."""
+        domain = yield self.newDomain()
+        for type in ("topic", "direct", "headers", "rotator", "service"):
+            feed = yield self.feed(domain, type)
+            yield self.assertFailure(feed.listen(Listened()), Forbidden)
+        fanout = yield self.feed(domain, "fanout")
+        yield self.assertFailure(fanout.listen("not callable"), InvalidArgument)
+
 
 class Collector:
     """A pipe consumer that records addresses and answers C{result}."""
@@ -923,3 +1018,22 @@ class MemoryEngineContractTests(EngineContractTests, TestCase):
         clock = Clock()
         engine = MemoryEngine(clock, pipeDepth=self.PIPE_DEPTH, feedBacklog=self.FEED_BACKLOG)
         return engine, clock
+
+
+class Listened(Collector):
+    """A feed listener that records the messages and their addresses."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def __call__(self, message):
+        self.messages.append(message)
+        return Collector.__call__(self, _Held(message))
+
+
+class _Held:
+    """What a L{Collector} reads of a held message."""
+
+    def __init__(self, message):
+        self.message = message

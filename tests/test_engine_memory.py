@@ -366,6 +366,40 @@ class ConsumeTests(EngineTestMixin, SynchronousTestCase):
         self.assertEqual(self.got, ["1", "1", "2"])
 
 
+class ListenTests(EngineTestMixin, SynchronousTestCase):
+    def setUp(self):
+        self.makeEngine()
+        self.feedF = self.feed("fanout", "f")
+
+    def test_afterRouting(self):
+        """
+        Listeners run once the whole publish has routed: each sees every
+        pipe already holding the message, and may call engine operations.
+        """
+        pipe = self.pipe()
+        self.successResultOf(pipe.join(self.feedF))
+        seen = []
+        self.successResultOf(self.feedF.listen(lambda m: seen.append((m.address, self.held(pipe)))))
+        self.publish(self.feedF, "a", "b")
+        self.assertEqual(seen, [("a", ["a", "b"]), ("b", ["a", "b"])])
+
+    def test_listenerDeletesFeed(self):
+        """A listener deleting its feed during a hand-out: the rest is still handed, then every handle ends."""
+        got = []
+
+        def deleter(message):
+            got.append(("deleter", message.address))
+            self.successResultOf(self.feedF.delete())
+
+        handles = [
+            self.successResultOf(self.feedF.listen(deleter)),
+            self.successResultOf(self.feedF.listen(lambda m: got.append(("other", m.address)))),
+        ]
+        self.publish(self.feedF, "a", "b")
+        self.assertEqual(got, [("deleter", "a"), ("other", "a"), ("deleter", "b"), ("other", "b")])
+        self.assertEqual([self.successResultOf(h.ended) for h in handles], [True, True])
+
+
 class EngineTests(EngineTestMixin, SynchronousTestCase):
     def test_answersAtOnce(self):
         """Every operation answers synchronously (the daemon relies on it at start)."""

@@ -409,6 +409,7 @@ class Feed(_Resource):
         self._pipeJoins: Dict[Pipe, int] = {}
         self._shared = 0  # pipes with more than one join onto this feed
         self._staged: Dict[str, StagedContent] = {}
+        self._fan: Optional[_Fan] = None
         if type in _ROTATING:
             self._router = None
             self._rotation = Rotation(
@@ -476,6 +477,12 @@ class Feed(_Resource):
         """Route one message (its C{feed} already set); return the deliveries."""
         if self._rotation is not None:
             return self._rotate(message, now)
+        fan = self._fan
+        if fan is not None and fan.listeners:
+            fan.messages.append(message)
+            if not fan._queued:
+                fan._queued = True
+                self._engine._pending.append(fan)
         delivered = 0
         joins = self._router.match(message)
         if self._shared:
@@ -545,6 +552,9 @@ class Feed(_Resource):
             lost = self._rotation.stop()
             if lost:
                 self._dropFromBacklog(lost)
+        if self._fan is not None:
+            self._fan.closing = True
+            self._engine._notify(self._fan)
         self._domain._removeFeed(self)
         self._engine.log.debug("Feed {hash} deleted", hash=self.hash)
         self._domain._emit("feed", "deleted", self._eventHeaders())
@@ -598,8 +608,77 @@ class Feed(_Resource):
         self._checkLive()
         return list(self._joins)
 
+    @_operation
+    def listen(self, listener):
+        self._checkLive()
+        if self.type != "fanout":
+            raise Forbidden("Only a fanout feed takes listeners.")
+        if not callable(listener):
+            raise InvalidArgument("A listener must be callable.")
+        if self._fan is None:
+            self._fan = _Fan(self)
+        handle = Listening(self._fan, listener)
+        self._fan.listeners[handle] = None
+        return handle
+
 
 _MISSING = object()
+
+
+class _Fan:
+    """
+    A fanout feed's listeners, and the messages routed to them by the
+    operation under way (handed when it ends, like a pipe's).
+    """
+
+    __slots__ = ("feed", "listeners", "messages", "closing", "_queued")
+
+    def __init__(self, feed):
+        self.feed = feed
+        self.listeners: Dict[Listening, None] = {}
+        self.messages = []
+        self.closing = False
+        self._queued = False
+
+    def _fire(self):
+        messages, self.messages = self.messages, []
+        listeners = self.listeners
+        for message in messages:
+            # Listening.stop() may run during the loop: it clears .listener.
+            for handle in list(listeners):
+                listener = handle.listener
+                if listener is None:
+                    continue
+                try:
+                    listener(message)
+                except Exception:
+                    log.failure("A feed listener failed", feed=self.feed.hash)
+        if self.closing:
+            handles = list(listeners)
+            listeners.clear()
+            for handle in handles:
+                handle._end(True)
+
+
+class Listening:
+    """The handle of a feed's listener (see L{Feed.listen})."""
+
+    __slots__ = ("_fan", "listener", "ended")
+
+    def __init__(self, fan, listener):
+        self._fan = fan
+        self.listener = listener
+        self.ended = Deferred()
+
+    def _end(self, deleted: bool):
+        self.listener = None
+        if not self.ended.called:
+            self.ended.callback(deleted)
+
+    def stop(self):
+        """Hand nothing more to the listener."""
+        if self._fan.listeners.pop(self, _MISSING) is not _MISSING:
+            self._end(False)
 
 
 @implementer(IJoin)
