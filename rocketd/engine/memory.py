@@ -623,6 +623,8 @@ class Feed(_Resource):
 
 
 _MISSING = object()
+#: The held messages of a pipe that never held one.
+_NO_ORDER = ()
 
 
 class _Fan:
@@ -873,7 +875,9 @@ class Pipe(_Resource):
         self._ondemand = type == "ondemand"
         self._depth = engine._pipeDepth
         self._held: Dict[str, HeldMessage] = {}
-        self._order = deque()
+        # The held messages in arrival order: a deque from the first
+        # arrival on (an idle pipe, a browser's stream, costs no deque).
+        self._order = _NO_ORDER
         self._sequence = 0
         self._joins: Dict[Join, None] = {}
         self._joinKeys: Dict[tuple, Join] = {}
@@ -934,7 +938,9 @@ class Pipe(_Resource):
         self.asynclet = following
         self._asyncletSince = now
         order = self._order
-        if len(order) >= self._depth:
+        if order is _NO_ORDER:
+            order = self._order = deque()
+        elif len(order) >= self._depth:
             self._dropOldest()
         order.append(held)
         self._held[hash] = held
@@ -1039,7 +1045,7 @@ class Pipe(_Resource):
         registry = self._engine._registry
         for held in self._order:
             registry.pop(held.hash, None)
-        self._order.clear()
+        self._order = _NO_ORDER
         self._held.clear()
         registry.pop(self.asynclet, None)
         registry.pop(self.hash, None)
