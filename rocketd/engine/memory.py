@@ -140,6 +140,7 @@ class MemoryEngine:
         self._feedBacklog = feedBacklog
         self._backlogAge = backlogAge
         self._hashes = HashSource()
+        self._drawHash = self._hashes.draw
         self._registry: Dict[str, object] = {}
         self._domains: Dict[str, Domain] = {}
         self._busy = 0
@@ -152,7 +153,7 @@ class MemoryEngine:
     # -- internals shared by the resources --
 
     def _newHash(self) -> str:
-        return self._hashes.draw()
+        return self._drawHash()
 
     def _notify(self, pipe):
         """Serve a pipe's waiters and consumer when the current operation ends."""
@@ -929,7 +930,7 @@ class Pipe(_Resource):
         """Hold a routed message under the asynclet's hash; draw the next asynclet."""
         engine = self._engine
         hash = self.asynclet
-        following = engine._hashes.draw()
+        following = engine._drawHash()
         self._sequence += 1
         held = HeldMessage(hash, message, self, self._sequence, following, now)
         registry = engine._registry
@@ -987,40 +988,46 @@ class Pipe(_Resource):
             self._pump()
 
     def _pump(self):
-        """Hand held messages to the consumer, oldest first, until paused or empty."""
+        """
+        Hand held messages to the consumer, oldest first, until paused or
+        empty; each handed message is removed (this loop runs once per
+        delivery to a stream pipe, so it is written out in full).
+        """
         if self._pumping:
             return
         self._pumping = True
+        engine = self._engine
+        registry = engine._registry
+        heldByHash = self._held  # the same dict for the pipe's life
         try:
             while not self._deleted and self._order:
                 handle = self._consumer
                 if handle is None or handle.paused:
                     break
-                held = self._order[0]
+                order = self._order
+                held = order[0]
                 try:
                     result = handle.consumer(held)
                 except Exception:
-                    self._engine.log.failure("A pipe consumer failed", pipe=self.hash)
+                    engine.log.failure("A pipe consumer failed", pipe=self.hash)
                     result = None
                 if result is False:
                     handle.paused = True
                     break
-                self._discard(held)
+                # Remove it: the head, unless the consumer changed the pipe.
+                if heldByHash.pop(held.hash, None) is not None:
+                    if order[0] is held:
+                        order.popleft()
+                    else:
+                        order.remove(held)
+                    registry.pop(held.hash, None)
+                    now = engine._now
+                    self.modified = engine._clock.seconds() if now is None else now
+                    self.version += 1
                 if self._ondemand:
                     self._pull()
         finally:
             self._pumping = False
-
-    def _discard(self, held):
-        """Remove one held message (the head, unless the consumer changed the pipe)."""
-        if self._held.pop(held.hash, None) is None:
-            return
-        if self._order and self._order[0] is held:
-            self._order.popleft()
-        else:
-            self._order.remove(held)
-        self._engine._registry.pop(held.hash, None)
-        self._touch(self._engine._now)
 
     def _resume(self):
         engine = self._engine
