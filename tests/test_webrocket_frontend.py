@@ -22,23 +22,38 @@ from tests.support import webrocketSetUp
 
 
 
+def payloadsOf(data: bytes) -> list:
+    """The payloads of the unmasked server text frames written as C{data}."""
+    payloads = []
+    while data:
+        assert data[0] == 0x81, data[:2]
+        n, start = data[1] & 0x7F, 2
+        if n == 126:
+            (n,) = struct.unpack("!H", data[2:4])
+            start = 4
+        elif n == 127:
+            (n,) = struct.unpack("!Q", data[2:10])
+            start = 10
+        payloads.append(data[start : start + n])
+        data = data[start + n :]
+    return payloads
+
+
 def payloadOf(frame: bytes) -> bytes:
     """The payload of one unmasked server text frame."""
-    assert frame[0] == 0x81, frame[:2]
-    n = frame[1] & 0x7F
-    if n == 126:
-        (n,) = struct.unpack("!H", frame[2:4])
-        return frame[4 : 4 + n]
-    if n == 127:
-        (n,) = struct.unpack("!Q", frame[2:10])
-        return frame[10 : 10 + n]
-    return frame[2 : 2 + n]
+    [payload] = payloadsOf(frame)
+    return payload
 
 
 class FakeLink:
-    """The connection a session writes to: records frames and close requests."""
+    """
+    The connection a session writes to: records writes and close requests.
+    What channels hand out is written at the end of a reactor turn: a take
+    ends the turn first (C{clock.advance(0)}).
+    """
 
-    def __init__(self):
+    def __init__(self, clock):
+        self.clock = clock
         self.frames = []
         self.closedWith = None
 
@@ -50,8 +65,9 @@ class FakeLink:
 
     def take(self):
         """@return: the messages written since the last take, as JSON documents."""
+        self.clock.advance(0)
         frames, self.frames = self.frames, []
-        return [json.loads(payloadOf(f)) for f in frames]
+        return [json.loads(p) for f in frames for p in payloadsOf(f)]
 
 
 class FakeSink:
@@ -80,7 +96,7 @@ class FrontendTestCase(TestCase):
         self.frontend = Frontend(self.engine, self.vhosts, self.backend, self.clock)
 
     def connect(self):
-        link = FakeLink()
+        link = FakeLink(self.clock)
         session = self.frontend.connect(self.moon, link)
         self.assertEqual(link.take(), [{":connected": {"sid": session.sid}}])
         return session, link
@@ -116,6 +132,11 @@ class FrontendTestCase(TestCase):
     def pipes(self):
         domain = self.successResultOf(self.engine.getDomain(self.moon.domain))
         return self.successResultOf(domain.listPipes())
+
+    def sinks(self, *names):
+        """@return: how many subscriptions of this process the channels' fan-outs feed."""
+        domain = self.successResultOf(self.engine.getDomain(self.moon.domain))
+        return sum(self.frontend.fans.sinks(self.successResultOf(domain.getFeed(n))) for n in names)
 
     def subscriberCount(self, name):
         return self.successResultOf(self.backend.getChannel(self.moon, name))["subscribers"]
@@ -227,10 +248,30 @@ class SubscribeTests(FrontendTestCase):
         for link in links:
             link.take()
         self.successResultOf(self.backend.fire(self.moon, "news", "hello", {}))
+        self.clock.advance(0)
         frames = [link.frames for link in links]
         self.assertEqual([len(f) for f in frames], [1, 1, 1])
         self.assertIs(frames[0][0], frames[1][0])
         self.assertIs(frames[0][0], frames[2][0])
+
+    def test_oneWritePerTurn(self):
+        """
+        The events fired during one reactor turn reach each subscriber as
+        one write, the same bytes object for all, at the end of the turn.
+        """
+        self.open("news")
+        links = [self.subscribed("news")[1] for _ in range(3)]
+        for link in links:
+            link.take()
+        for i in range(4):
+            self.successResultOf(self.backend.fire(self.moon, "news", f"e{i}", {}))
+        self.assertEqual([link.frames for link in links], [[], [], []])
+        self.clock.advance(0)
+        self.assertEqual([len(link.frames) for link in links], [1, 1, 1])
+        self.assertIs(links[0].frames[0], links[1].frames[0])
+        self.assertIs(links[0].frames[0], links[2].frames[0])
+        self.assertEqual(links[0].take(), [{f"e{i}": {"channel": "news"}} for i in range(4)])
+        self.assertEqual(self.frontend.fans.stats["turns"], 1)
 
     def test_subscribeTwiceIsANoOp(self):
         self.open("news")
@@ -238,7 +279,8 @@ class SubscribeTests(FrontendTestCase):
         self.send(session, {"subscribe": {"channel": "news"}})
         self.assertEqual(link.take(), [{":subscribed": {"channel": "news"}}] * 2)
         self.assertEqual(self.subscriberCount("news"), 1)
-        self.assertEqual(len(self.pipes()), 1)
+        self.assertEqual(self.sinks("news"), 1)
+        self.assertEqual(self.pipes(), [])
 
     def test_errors(self):
         self.open("news")
@@ -255,7 +297,7 @@ class SubscribeTests(FrontendTestCase):
         for name in ("private-x", "presence-x"):
             self.send(session, {"subscribe": {"channel": name}})
             self.assertEqual(self.errorCode(link), 403, name)
-        self.assertEqual(self.pipes(), [])
+        self.assertEqual(self.sinks("news", "private-x", "presence-x"), 0)
 
     def test_patternDecides(self):
         self.open("private-a")
@@ -272,7 +314,7 @@ class SubscribeTests(FrontendTestCase):
         link.take()
         self.send(session, {"unsubscribe": {"channel": "news"}})
         self.assertEqual(link.take(), [{":unsubscribed": {"channel": "news"}}])
-        self.assertEqual(self.pipes(), [])
+        self.assertEqual(self.sinks("news"), 0)
         self.successResultOf(self.backend.fire(self.moon, "news", "hello", {}))
         self.assertEqual(link.take(), [])
 
@@ -286,14 +328,14 @@ class SubscribeTests(FrontendTestCase):
         self.send(session, {"unsubscribe": {"channel": "news"}})
         self.assertEqual(self.errorCode(link), 453)
 
-    def test_lostDeletesPipes(self):
+    def test_lostDropsSubscriptions(self):
         self.open("news")
         self.open("sport")
         session, link = self.subscribed("news")
         self.send(session, {"subscribe": {"channel": "sport"}})
-        self.assertEqual(len(self.pipes()), 2)
+        self.assertEqual(self.sinks("news", "sport"), 2)
         self.successResultOf(session.lost())
-        self.assertEqual(self.pipes(), [])
+        self.assertEqual(self.sinks("news", "sport"), 0)
         self.assertEqual(self.frontend.subscribers("/moon", "news"), [])
 
     def test_nonFrontendMessagesAreNotSent(self):
@@ -309,7 +351,7 @@ class SubscribeTests(FrontendTestCase):
             Message(address="x", contents=(Content("application/json", b'{"ok": {"n": 1}}'),)),
         ]))
         self.assertEqual(link.take(), [{"ok": {"n": 1}}])
-        self.assertEqual(len(session.subscriptions["news"]._pipe._order), 0, "nothing stays held")
+        self.assertEqual(self.frontend.fans.stats["frames"], 1)
 
     def test_channelFrameIsCached(self):
         message = Message(address="x", contents=(Content("application/json; charset=utf-8", b'{"e": {}}'),))
@@ -554,10 +596,32 @@ class ChannelClosedTests(FrontendTestCase):
         self.successResultOf(first.lost())
         self.assertEqual(secondLink.take(), [])
 
+    def test_pendingFramesComeFirst(self):
+        """What the channel handed out before it closed reaches the client before :channelClosed."""
+        self.open("news")
+        session, link = self.subscribed("news")
+        link.take()
+        self.successResultOf(self.backend.fire(self.moon, "news", "last", {}))
+        self.successResultOf(self.backend.closeChannel(self.moon, "news"))
+        self.assertEqual(link.take(), [{"last": {"channel": "news"}}, {":channelClosed": {"channel": "news"}}])
+
+    def test_feedDeletedThroughRestMS(self):
+        """A channel's feed deleted behind the backend's back: :channelClosed, once."""
+        self.open("presence-room")
+        session, link = self.subscribed("presence-room", {}, uid="ann")
+        link.take()
+        domain = self.successResultOf(self.engine.getDomain(self.moon.domain))
+        feed = self.successResultOf(domain.getFeed("presence-room"))
+        self.successResultOf(feed.delete())
+        self.assertEqual(link.take(), [{":channelClosed": {"channel": "presence-room"}}])
+        self.assertEqual(session.subscriptions, {})
+        self.assertEqual(self.frontend.subscribers("/moon", "presence-room"), [])
+        self.assertEqual(self.frontend.presence.members(("/moon", "presence-room")), [])
+
     def test_vhostDeleted(self):
         self.successResultOf(self.vhosts.add("/mars"))
         mars = self.vhosts.get("/mars")
-        link = FakeLink()
+        link = FakeLink(self.clock)
         self.frontend.connect(mars, link)
         self.successResultOf(self.vhosts.delete("/mars"))
         self.assertEqual(link.closedWith[0], 1001)

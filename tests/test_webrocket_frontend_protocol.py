@@ -102,6 +102,8 @@ class ProtocolTestCase(TestCase):
         return protocol, transport
 
     def take(self, transport):
+        # What channels hand out is written at the end of the reactor turn.
+        self.clock.advance(0)
         frames = serverFrames(transport.value())
         transport.clear()
         return frames
@@ -206,6 +208,7 @@ class OverflowTests(ProtocolTestCase):
         self.assertEqual(self.take(slowTransport), [])
         self.assertEqual(frontend.overflows, 0)
         self.successResultOf(self.backend.fire(self.moon, "news", "blob", {"n": 3, "b": blob}))
+        self.clock.advance(0)
         self.assertEqual(frontend.overflows, 1)
         [(opcode, payload)] = self.take(slowTransport)
         self.assertEqual(opcode, 0x8)

@@ -9,12 +9,12 @@ L{rocketd.webrocket.frontend}, or a test double). The frames of one
 session are handled one at a time, in arrival order, so that the answers
 come in the order of the requests whatever the engine's latency.
 
-Each subscription is a stream pipe in the vhost's domain joined to the
-channel's fanout feed, consumed with L{IPipe.consume}: what the backend
-fires, what browsers broadcast and the presence events all travel as
-messages of that feed, and each subscriber receives the frame cached on
-the message (the same bytes for all). A hidden subscriber's join takes
-every message but broadcasts.
+What the backend fires, what browsers broadcast and the presence events
+all travel as messages of the channel's fanout feed. Each subscription is
+a sink of the process's channel fan-out (L{rocketd.webrocket._fanout}):
+one engine listener per channel feed, the frame cached on the message,
+and the frames of one reactor turn written to every subscriber as one
+bytes object. A hidden subscriber takes every message but broadcasts.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from typing import Dict, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from rocketd.errors import InvalidArgument, NoSuchResource
+from rocketd.webrocket._fanout import ISink
 from rocketd.webrocket._presence import Member
 from rocketd.webrocket._wire import (
     BAD_REQUEST,
@@ -39,10 +41,8 @@ from rocketd.webrocket._wire import (
     PRESENCE,
     UNAUTHORIZED,
     FrontendError,
-    channelFrame,
     channelMessage,
     errorFrame,
-    notBroadcast,
     parseClientFrame,
     serverFrame,
 )
@@ -82,12 +82,13 @@ def _data(body: dict) -> Optional[dict]:
     return data
 
 
+@implementer(ISink)
 class Subscription:
     """
-    One channel subscription: a stream pipe joined to the channel's feed.
+    One channel subscription: a sink of the channel's fan-out.
 
-    Until L{start}, what arrives stays in the pipe (the consumer answers
-    False), so that the C{:subscribed} answer goes out first.
+    Until L{start}, what arrives waits here (at most the connection's send
+    queue limit), so that the C{:subscribed} answer goes out first.
 
     @ivar channel: the channel name.
     @ivar data: what the subscriber subscribed with.
@@ -95,14 +96,16 @@ class Subscription:
     @ivar feed: the channel's L{IFeed}.
     """
 
+    __slots__ = ("session", "channel", "data", "hidden", "feed", "_fans", "_early", "_ready", "_gone")
+
     def __init__(self, session: "Session", channel: str, data: dict, hidden: bool):
         self.session = session
         self.channel = channel
         self.data = data
         self.hidden = hidden
         self.feed = None
-        self._pipe = None
-        self._handle = None
+        self._fans = None
+        self._early = None
         self._ready = False
         self._gone = False
 
@@ -110,56 +113,58 @@ class Subscription:
     def key(self):
         return (self.session.vhost.path, self.channel)
 
-    @inlineCallbacks
-    def attach(self, engine, feed):
+    def attach(self, fans, feed) -> Deferred:
         """
-        Create the pipe, consume it, join it to C{feed}.
+        Take what C{feed} hands out, through C{fans}.
 
         @return: Deferred firing with None; fails as the engine does (with
             L{NoSuchResource} if the feed went meanwhile).
         """
-        session = self.session
-        domain = yield engine.getDomain(session.vhost.domain)
-        self._pipe = yield domain.createPipe("stream", title=f"webrocket {session.sid} {self.channel}")
-        self._handle = yield self._pipe.consume(self._deliver)
-        yield self._pipe.join(feed, "*", predicate=notBroadcast if self.hidden else None)
+        self._fans = fans
         self.feed = feed
+        return fans.add(feed, self)
 
     def start(self) -> None:
-        """Deliver from now on (what waits in the pipe first)."""
+        """Deliver from now on (what waited first)."""
         self._ready = True
-        if self._handle is not None:
-            self._handle.resume()
+        early, self._early = self._early, None
+        if early:
+            self.write(b"".join(early))
 
-    def _deliver(self, held) -> bool:
+    def write(self, data: bytes) -> None:
+        """The frames of one turn (this runs once per subscriber per turn)."""
         if self._gone:
-            return True
-        if not self._ready:
-            return False
-        frame = channelFrame(held.message)
-        if frame is not None:
-            # Session.send, inlined: this runs once per subscriber per message.
-            session = self.session
-            if not session.closed:
-                session._link.send(frame)
-        return True
+            return
+        session = self.session
+        if session.closed:
+            return
+        if self._ready:
+            session._link.send(data)
+            return
+        early = self._early
+        if early is None:
+            early = self._early = []
+        early.append(data)
+        if sum(map(len, early)) > session.frontend.sendQueue:
+            self._early = None
+            session.overflowed()
+
+    def feedGone(self) -> None:
+        """The channel's feed was deleted (closed by the backend, or through RestMS)."""
+        if not self._gone:
+            self.session.channelClosed(self)
 
     def detach(self) -> Deferred:
         """
-        Stop delivering and delete the pipe (so its join goes).
+        Stop delivering.
 
-        @return: Deferred firing with None, whatever the engine says.
+        @return: Deferred firing with None.
         """
         self._gone = True
-        if self._handle is not None:
-            self._handle.stop()
-        if self._pipe is None:
-            return succeed(None)
-        d = self._pipe.delete()
-        d.addErrback(lambda f: f.trap(NoSuchResource))
-        d.addErrback(lambda f: Session.log.failure("deleting a subscription's pipe failed", f))
-        d.addCallback(lambda _: None)
-        return d
+        self._early = None
+        if self._fans is not None:
+            self._fans.remove(self.feed, self)
+        return succeed(None)
 
 
 class Session:
@@ -357,7 +362,7 @@ class Session:
             raise FrontendError(FORBIDDEN)
         subscription = Subscription(self, channel, data, hidden)
         try:
-            yield subscription.attach(frontend.engine, feed)
+            yield subscription.attach(frontend.fans, feed)
         except NoSuchResource:
             yield subscription.detach()
             raise FrontendError(CHANNEL_NOT_FOUND)
@@ -465,8 +470,22 @@ class Session:
     # -- told by the frontend -------------------------------------------------
 
     def channelClosed(self, subscription: Subscription) -> Deferred:
-        """The backend closed a subscribed channel: tell the client, drop the subscription."""
-        self.subscriptions.pop(subscription.channel, None)
+        """
+        A subscribed channel was closed: tell the client, drop the
+        subscription (once, however many times it is told).
+        """
+        if self.subscriptions.get(subscription.channel) is not subscription:
+            return succeed(None)
+        del self.subscriptions[subscription.channel]
+        frontend = self.frontend
+        frontend._unindex(subscription)
+        frontend.presence.remove(subscription.key, self.sid)
         self.send(serverFrame(":channelClosed", {"channel": subscription.channel}))
         return subscription.detach()
+
+    def overflowed(self) -> None:
+        """More waits for this client than its send queue may hold: close it (1008)."""
+        if not self.closed:
+            self.frontend.overflowed(self)
+            self.close(CLOSE_POLICY_VIOLATION, "The client does not read fast enough.")
 

@@ -160,6 +160,9 @@ class BackendApp:
     @ivar workers: the L{WorkerPool}.
     @ivar channelClosedObservers: callables C{(vhost, name)} called after a
         channel is closed (the WebSocket frontend tells its subscribers).
+    @ivar subscriberCounters: callables C{(feed)} answering how many
+        subscribers of a channel's feed are not joins onto it (the
+        WebSocket frontend's browsers).
     """
 
     log = Logger()
@@ -181,6 +184,7 @@ class BackendApp:
         self.tokens = TokenStore(clock, tokenTTL)
         self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
         self.channelClosedObservers = []
+        self.subscriberCounters = []
         vhosts.addObserver(self._vhostChanged)
 
     def resource(self, websocket: Optional[Resource] = None) -> Resource:
@@ -230,10 +234,15 @@ class BackendApp:
         d.addCallback(check)
         return d
 
-    @staticmethod
-    def _describe(feed):
+    def _describe(self, feed):
+        """A channel's description: its name, its subscribers (RestMS pipes' joins and browsers)."""
         d = feed.listJoins()
-        d.addCallback(lambda joins: {"name": feed.name, "subscribers": len(joins)})
+        d.addCallback(
+            lambda joins: {
+                "name": feed.name,
+                "subscribers": len(joins) + sum(count(feed) for count in self.subscriberCounters),
+            }
+        )
         return d
 
     def openChannel(self, vhost, name: str) -> Deferred:

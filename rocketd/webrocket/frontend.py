@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
+from rocketd.webrocket._fanout import ChannelFans
 from rocketd.webrocket._origins import OriginPolicy
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket._presence import ChannelKey, Presence
@@ -94,6 +95,7 @@ class Frontend:
     @param maxMessage: the largest client message accepted, in bytes.
 
     @ivar presence: the L{Presence} of the presence channels.
+    @ivar fans: the L{ChannelFans}: what channels hand out, to subscribers.
     @ivar overflows: how many connections were closed for overflowing
         their send queue.
     @ivar connections: how many connections are open.
@@ -121,10 +123,12 @@ class Frontend:
         self.pingInterval = pingInterval
         self.maxMessage = maxMessage
         self.presence = Presence()
+        self.fans = ChannelFans(clock)
         self.overflows = 0
         self._sessions: Dict[str, Session] = {}
         self._subscribers: Dict[ChannelKey, Dict[str, Subscription]] = {}
         backend.channelClosedObservers.append(self._channelClosed)
+        backend.subscriberCounters.append(self.fans.sinks)
         vhosts.addObserver(self._vhostChanged)
 
     @property
@@ -251,6 +255,8 @@ class Frontend:
         subscriptions = self._subscribers.pop(key, {})
         self.presence.forget(key)
         for subscription in subscriptions.values():
+            # What the channel handed out before it closed goes first.
+            self.fans.flush(subscription.feed)
             subscription.session.channelClosed(subscription)
         if subscriptions:
             self.log.debug("{channel} of {vhost} closed: {count} subscribers told", channel=name,
