@@ -32,6 +32,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
+from rocketd.http.directwrite import directWriter
 from rocketd.webrocket._fanout import ChannelFans
 from rocketd.webrocket._origins import OriginPolicy
 from rocketd.webrocket._outbox import Outbox
@@ -298,11 +299,10 @@ class FrontendProtocol(WebSocketServerProtocol):
     def onOpen(self):
         frontend = self.factory.frontend
         transport = self.transport
-        # The fan-out's hot path: a frame goes from the session straight
-        # into the outbox and from there straight into the transport (the
-        # frames are complete already; a transport that is gone ignores
-        # writes).
-        self.outbox = Outbox(transport.write, frontend.sendQueue, self._overflowed)
+        # The fan-out's hot path: a turn's frames go from the channel's
+        # fan-out into the outbox and from there to the socket, sent at
+        # once when nothing waits before them (rocketd.http.directwrite).
+        self.outbox = Outbox(directWriter(transport), frontend.sendQueue, self._overflowed)
         self.send = self.outbox.send
         try:
             transport.registerProducer(self.outbox, True)

@@ -1,0 +1,101 @@
+"""
+Tests for L{rocketd.http.directwrite}: over a real socket pair (no
+network), with a reactor stand-in that records write registrations.
+"""
+
+import socket
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from rocketd.http.directwrite import directWriter
+
+
+class RecordingReactor:
+    """What a tcp.Connection asks of its reactor, recorded."""
+
+    def __init__(self):
+        self.writers = set()
+        self.added = 0
+
+    def addWriter(self, writer):
+        self.added += 1
+        self.writers.add(writer)
+
+    def removeWriter(self, writer):
+        self.writers.discard(writer)
+
+    def addReader(self, reader):
+        pass
+
+    def removeReader(self, reader):
+        pass
+
+
+class DirectWriterTests(TestCase):
+    def setUp(self):
+        self.ours, self.peer = socket.socketpair()
+        self.addCleanup(self.ours.close)
+        self.addCleanup(self.peer.close)
+        self.ours.setblocking(False)
+        self.peer.settimeout(5)
+        self.reactor = RecordingReactor()
+        self.connection = tcp.Connection(self.ours, Protocol(), self.reactor)
+        self.connection.connected = True  # what a Server's or Client's set-up does
+        self.write = directWriter(self.connection)
+
+    def received(self, size):
+        data = b""
+        while len(data) < size:
+            chunk = self.peer.recv(size - len(data))
+            self.assertTrue(chunk, "the connection closed")
+            data += chunk
+        return data
+
+    def test_sendsAtOnce(self):
+        """With nothing buffered, the bytes go to the socket now, without a write registration."""
+        self.write(b"hello")
+        self.write(b" world")
+        self.assertEqual(self.received(11), b"hello world")
+        self.assertEqual(self.reactor.added, 0)
+        self.assertFalse(self.connection.dataBuffer or self.connection._tempDataBuffer)
+
+    def test_behindBufferedData(self):
+        """While Twisted holds data for the socket, new data queues behind it, in order."""
+        self.connection.write(b"first ")
+        self.write(b"second")
+        self.assertEqual(self.connection._tempDataBuffer, [b"first ", b"second"])
+        self.connection.doWrite()
+        self.assertEqual(self.received(12), b"first second")
+
+    def test_socketFull(self):
+        """What the socket does not take is left to Twisted, and arrives whole and in order."""
+        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        payload = bytes(range(256)) * 4096  # 1 MiB: more than the socket buffers
+        self.write(payload)
+        self.write(b"tail")
+        self.assertIn(self.connection, self.reactor.writers)
+        expected = payload + b"tail"
+        got = bytearray()
+        while len(got) < len(expected):
+            if self.connection in self.reactor.writers:
+                self.connection.doWrite()
+            self.peer.settimeout(0.01)
+            try:
+                got += self.peer.recv(65536)
+            except socket.timeout:
+                pass
+        self.assertEqual(bytes(got), expected)
+
+    def test_otherTransports(self):
+        """A transport that is not a plain TCP connection is written through its own write."""
+        transport = StringTransport()
+        self.assertEqual(directWriter(transport), transport.write)
+
+    def test_afterLoseConnection(self):
+        """Once the connection is closing, writes take Twisted's path (which drops or flushes them)."""
+        self.connection.disconnecting = True
+        self.write(b"late")
+        self.assertEqual(self.connection._tempDataBuffer, [b"late"])
