@@ -3,6 +3,8 @@
 import shutil
 import tempfile
 
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.python.filepath import FilePath
 
 
@@ -66,3 +68,57 @@ def webrocketSetUp(testCase) -> None:
     testCase.successResultOf(testCase.vhosts.load())
     testCase.moon = testCase.vhosts.get("/moon")
     testCase.backend = BackendApp(testCase.engine, testCase.vhosts, testCase.clock)
+
+
+class RecordingReactor:
+    """What a tcp.Connection asks of its reactor, recorded."""
+
+    def __init__(self):
+        self.writers = set()
+        self.added = 0
+
+    def addWriter(self, writer):
+        self.added += 1
+        self.writers.add(writer)
+
+    def removeWriter(self, writer):
+        self.writers.discard(writer)
+
+    def addReader(self, reader):
+        pass
+
+    def removeReader(self, reader):
+        pass
+
+
+def loopbackTCPPair():
+    """
+    @return: two connected TCP sockets on 127.0.0.1 (ours non-blocking,
+        the peer's with a 5 s timeout), closed when the test ends.
+    """
+    import socket
+
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        peer = socket.create_connection(listener.getsockname(), timeout=5)
+        ours, _ = listener.accept()
+    finally:
+        listener.close()
+    ours.setblocking(False)
+    return ours, peer
+
+
+class LoopbackConnection(tcp.Connection):
+    """A twisted TCP connection over a socket of L{loopbackTCPPair}, on a L{RecordingReactor}."""
+
+    def __init__(self, sock, protocol):
+        tcp.Connection.__init__(self, sock, protocol, RecordingReactor())
+        self.connected = True  # what a Server's or Client's set-up does
+
+    def getPeer(self):
+        return IPv4Address("TCP", *self.socket.getpeername())
+
+    def getHost(self):
+        return IPv4Address("TCP", *self.socket.getsockname())

@@ -11,27 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from rocketd.http.directwrite import directWriter
-
-
-class RecordingReactor:
-    """What a tcp.Connection asks of its reactor, recorded."""
-
-    def __init__(self):
-        self.writers = set()
-        self.added = 0
-
-    def addWriter(self, writer):
-        self.added += 1
-        self.writers.add(writer)
-
-    def removeWriter(self, writer):
-        self.writers.discard(writer)
-
-    def addReader(self, reader):
-        pass
-
-    def removeReader(self, reader):
-        pass
+from tests.support import RecordingReactor
 
 
 class DirectWriterTests(TestCase):

@@ -13,7 +13,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, SSEStream, encodeEvent, lastEventID
-from tests.support import parseResponse
+from tests.support import LoopbackConnection, loopbackTCPPair, parseResponse
 
 
 class EncodeEventTests(TestCase):
@@ -111,6 +111,40 @@ class SSEStreamTests(TestCase):
         self.assertTrue(stream.send(first))
         self.assertTrue(stream.send(second))
         self.assertEqual(self.body(), COMMENT_OPEN + first + second)
+
+    def test_overTCP(self):
+        """
+        On a TCP connection, events are chunks sent straight to the socket
+        (nothing waits in twisted's buffer), and the response ends properly.
+        """
+        ours, peer = loopbackTCPPair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        site = Site(self.resource, reactor=Clock())
+        self.protocol = site.buildProtocol(None)
+        connection = LoopbackConnection(ours, self.protocol)
+        self.protocol.makeConnection(connection)
+        self.protocol.dataReceived(b"GET /events HTTP/1.1\r\nHost: example\r\n\r\n")
+        stream = self.resource.streams[-1]
+        connection.doWrite()  # the head and the opening comment, buffered by twisted
+        event = encodeEvent(b"1", event="a", id="1")
+        self.assertTrue(stream.send(event))
+        self.assertFalse(connection.dataBuffer or connection._tempDataBuffer)
+        stream.close()
+        connection.doWrite()
+        data = b""
+        while not data.endswith(b"0\r\n\r\n"):
+            data += peer.recv(65536)
+        status, headers, body, ended = parseResponse(data)
+        self.assertEqual((status, body, ended), (200, COMMENT_OPEN + event, True))
+
+    def test_oneHeartbeatTimer(self):
+        """The streams of a clock share one heartbeat timer; it stops with the last stream."""
+        streams = [self.open() for _ in range(3)]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        for stream in streams:
+            stream.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_heartbeat(self):
         """A ping comment every heartbeat seconds, events or not."""

@@ -23,7 +23,8 @@ it and C{paused} stays false.
 
 from __future__ import annotations
 
-from typing import List, Optional, Union
+import weakref
+from typing import Callable, Dict, List, Optional, Union
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -31,6 +32,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from rocketd.http.directwrite import directWriter
 
 #: The heartbeat: a comment line, which clients ignore.
 COMMENT_PING = b": ping\n\n"
@@ -97,6 +100,68 @@ def lastEventID(request) -> Optional[str]:
     return value.decode("utf-8", "replace")
 
 
+class _Heartbeat:
+    """
+    One timer for every open stream of a clock with the same interval:
+    an idle stream costs no timer of its own.
+    """
+
+    def __init__(self, clock, interval: float):
+        self._streams: Dict["SSEStream", None] = {}
+        self._loop = LoopingCall(self._beat)
+        self._loop.clock = clock
+        self._interval = interval
+
+    def add(self, stream: "SSEStream") -> None:
+        self._streams[stream] = None
+        if not self._loop.running:
+            self._loop.start(self._interval, now=False)
+
+    def remove(self, stream: "SSEStream") -> None:
+        if self._streams.pop(stream, _GONE) is not _GONE and not self._streams and self._loop.running:
+            self._loop.stop()
+
+    def _beat(self) -> None:
+        for stream in list(self._streams):
+            stream._ping()
+
+
+_GONE = object()
+_heartbeats: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _heartbeatFor(clock, interval: float) -> _Heartbeat:
+    byInterval = _heartbeats.get(clock)
+    if byInterval is None:
+        byInterval = _heartbeats[clock] = {}
+    heartbeat = byInterval.get(interval)
+    if heartbeat is None:
+        heartbeat = byInterval[interval] = _Heartbeat(clock, interval)
+    return heartbeat
+
+
+def _bodyWriter(request) -> Callable[[bytes], None]:
+    """
+    How to write body bytes of a response whose head has gone out: as a
+    chunk straight to the connection's socket when it is a chunked
+    response on a plain TCP connection (L{directWriter}: at once, when
+    nothing waits before it), through C{request.write} otherwise.
+    """
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is None or not getattr(request, "chunked", False):
+        return request.write
+    write = directWriter(transport)
+    if write == transport.write:
+        return request.write
+
+    def chunk(data: bytes) -> None:
+        if data:
+            request.sentLength += len(data)
+            write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    return chunk
+
+
 @implementer(IPushProducer)
 class SSEStream:
     """
@@ -114,8 +179,14 @@ class SSEStream:
     The heartbeat is periodic: a C{: ping} comment every C{heartbeat}
     seconds on the injected clock, whether or not events were sent in
     between (cheaper than resetting a timer per event; it costs at most one
-    comment per interval). No heartbeat is written while the stream is
-    paused.
+    comment per interval). One timer serves every stream of a clock with
+    the same interval, so a stream's first heartbeat comes at most
+    C{heartbeat} seconds after it starts. No heartbeat is written while the
+    stream is paused.
+
+    Events go out as chunks written straight to the connection (see
+    L{_bodyWriter}); twisted.web still owns the response, its head, its
+    producer and its end.
 
     @ivar request: the L{twisted.web.server.Request}.
     @ivar finished: a L{Deferred} that fires with L{None} once, when the
@@ -141,7 +212,8 @@ class SSEStream:
         self.disconnected = False
         self._clock = clock
         self._interval = heartbeat
-        self._heartbeat: Optional[LoopingCall] = None
+        self._heartbeat: Optional[_Heartbeat] = None
+        self._write = request.write
         self._started = False
         self._open = False
         self._ended = False
@@ -180,10 +252,10 @@ class SSEStream:
         if not self._open:
             return
         request.write(COMMENT_OPEN)
+        self._write = _bodyWriter(request)
         if self._interval:
-            self._heartbeat = LoopingCall(self._ping)
-            self._heartbeat.clock = self._clock
-            self._heartbeat.start(self._interval, now=False)
+            self._heartbeat = _heartbeatFor(self._clock, self._interval)
+            self._heartbeat.add(self)
 
     def send(self, event: bytes) -> bool:
         """
@@ -194,7 +266,7 @@ class SSEStream:
         """
         if not self._open:
             return False
-        self.request.write(event)
+        self._write(event)
         return True
 
     def whenWritable(self) -> Deferred:
@@ -255,12 +327,11 @@ class SSEStream:
 
     def _ping(self) -> None:
         if self._open and not self.paused:
-            self.request.write(COMMENT_PING)
+            self._write(COMMENT_PING)
 
     def _stopHeartbeat(self) -> None:
         if self._heartbeat is not None:
-            if self._heartbeat.running:
-                self._heartbeat.stop()
+            self._heartbeat.remove(self)
             self._heartbeat = None
 
     def _requestFinished(self, result) -> None:
