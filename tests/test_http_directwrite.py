@@ -10,7 +10,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from rocketd.http.directwrite import directWriter
+from rocketd.http.directwrite import directWriter, sendBuffered
 from tests.support import RecordingReactor
 
 
@@ -78,4 +78,37 @@ class DirectWriterTests(TestCase):
         """Once the connection is closing, writes take Twisted's path (which drops or flushes them)."""
         self.connection.disconnecting = True
         self.write(b"late")
+        self.assertEqual(self.connection._tempDataBuffer, [b"late"])
+
+    def test_sendBuffered(self):
+        """What Twisted holds is sent now, and the socket is no longer watched for writing."""
+        self.connection.write(b"head ")
+        self.connection.write(b"body")
+        self.assertIn(self.connection, self.reactor.writers)
+        sendBuffered(self.connection)
+        self.assertEqual(self.received(9), b"head body")
+        self.assertNotIn(self.connection, self.reactor.writers)
+        self.assertEqual((self.connection._tempDataBuffer, self.connection._tempDataLen), ([], 0))
+
+    def test_sendBufferedLeavesTheRest(self):
+        """A short send leaves the rest, in order, to Twisted; a closing transport is not touched."""
+        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        payload = bytes(range(256)) * 4096
+        self.connection.write(payload)
+        sendBuffered(self.connection)
+        self.assertTrue(0 < self.connection._tempDataLen < len(payload))
+        self.assertIn(self.connection, self.reactor.writers)
+        got = bytearray()
+        self.peer.settimeout(0.01)
+        while len(got) < len(payload):
+            if self.connection in self.reactor.writers:
+                self.connection.doWrite()
+            try:
+                got += self.peer.recv(65536)
+            except socket.timeout:
+                pass
+        self.assertEqual(bytes(got), payload)
+        self.connection.write(b"late")
+        self.connection.disconnecting = True
+        sendBuffered(self.connection)
         self.assertEqual(self.connection._tempDataBuffer, [b"late"])

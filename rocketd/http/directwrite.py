@@ -52,3 +52,38 @@ def directWriter(transport) -> Callable[[bytes], None]:
             fallback(data[sent:])
 
     return write
+
+
+def sendBuffered(transport) -> None:
+    """
+    Send what C{transport} holds now, rather than when the reactor next
+    finds the socket writable: a finished response leaves at once, before
+    the end-of-turn fan-out writes (a publisher waiting for its answer
+    gets it first). Only a plain TCP connection with its whole buffer
+    unsent, no producer paused and no close pending is touched; anything
+    else, a short send or an error leaves the rest to Twisted.
+    """
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+        return
+    if (
+        not transport._tempDataLen
+        or transport.dataBuffer
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport.producerPaused
+        or not transport.connected
+    ):
+        return
+    pending = transport._tempDataBuffer
+    data = pending[0] if len(pending) == 1 else b"".join(pending)
+    try:
+        sent = transport.socket.send(data)
+    except OSError:
+        return
+    if sent == len(data):
+        transport._tempDataBuffer = []
+        transport._tempDataLen = 0
+        transport.stopWriting()
+    else:
+        transport._tempDataBuffer = [data[sent:]]
+        transport._tempDataLen = len(data) - sent

@@ -26,6 +26,8 @@ from twisted.logger import Logger
 from twisted.web.http import datetimeToString
 from twisted.web.server import Request, Site, version
 
+from rocketd.http.directwrite import sendBuffered
+
 # Chunked bodies are kept in memory when the limit is at most this.
 _IN_MEMORY = 4 * 1024 * 1024
 
@@ -82,6 +84,18 @@ class BoundedRequest(Request):
             self._refuse()
             return
         self.content.write(data)
+
+    def finish(self):
+        """
+        End the response, and send it now rather than at the reactor's next
+        turn (L{sendBuffered}): the client has its answer before the turn's
+        fan-out writes go out, and the socket costs no writable event.
+        """
+        channel = self.channel
+        transport = channel.transport if channel is not None else None
+        Request.finish(self)
+        if transport is not None:
+            sendBuffered(transport)
 
     def requestReceived(self, command, path, version):
         """The whole request is in: dispatch it, unless it was refused."""
