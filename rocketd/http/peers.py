@@ -1,5 +1,6 @@
 """Who is on the other end of a request."""
 
+import functools
 import ipaddress
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -15,8 +16,14 @@ def isLoopback(request) -> bool:
         return True
     if not isinstance(peer, (IPv4Address, IPv6Address)):
         return False
+    return _loopbackHost(peer.host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopbackHost(host: str) -> bool:
+    # Parsed once per address (it ran on every RestMS request).
     try:
-        address = ipaddress.ip_address(peer.host.split("%", 1)[0])
+        address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)

@@ -11,6 +11,7 @@ delivery when the transport drains.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import weakref
 from typing import Callable, Dict, List
@@ -285,15 +286,12 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
             shared = message.cache[key] = _sharedEvent(message, base)
         return b"id: %d\n%s" % (held.sequence, shared)
 
-    coalescer = _coalescerFor(clock)
-
-    def send(data: bytes) -> None:
-        coalescer.send(stream, data)
-
+    # One call per delivery from the pipe's consumer to the coalescer.
+    send = functools.partial(_coalescerFor(clock).send, stream)
     done = _stream(pipe, frame, stream.start, send, gate=stream)
 
     def ended(result):
-        coalescer.flushStream(stream)
+        _coalescerFor(clock).flushStream(stream)
         stream.close()
         return result
 
