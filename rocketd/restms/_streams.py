@@ -18,6 +18,8 @@ from typing import Callable, Dict, List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from rocketd.http.sse import SSEStream, encodeEvent
@@ -111,24 +113,44 @@ class PipeFeed:
         self.stop()
 
 
-def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
+class _Streaming(Resource):
+    """
+    What a stream's handler answers once the stream runs: the response is
+    the stream's to write and to finish (rendering it leaves the request
+    open), and the handler's own Deferreds are done with, so that an idle
+    stream holds no chain of them.
+    """
+
+    isLeaf = True
+
+    def render(self, request):
+        return NOT_DONE_YET
+
+
+#: The answer of every running stream (see L{_Streaming}).
+STREAMING = _Streaming()
+
+
+def _stream(pipe, frame, begin, send, end, gone: Deferred, gate=None, producerFor=None) -> Deferred:
     """
     Attach to C{pipe}; once attached, send the response head with C{begin}
-    and then every message as C{send(frame(held))}.
+    and then every message as C{send(frame(held))}; when the pipe is
+    deleted, C{end()} (which finishes the response).
 
+    @param gone: fires when the response is over (the client went away):
+        the stream detaches from the pipe; what was not written stays held.
     @param gate: see L{PipeFeed}.
     @param producerFor: a request to register the L{PipeFeed} with as its
         push producer (when there is no C{gate}).
-    @return: a Deferred that fires with None when the pipe is deleted (the
-        response then ends) and that, cancelled (Klein cancels it when the
-        client goes away), detaches from the pipe; it fails with
-        L{rocketd.errors.Conflict}, before anything is written, if the pipe
-        already has a consumer.
+    @return: a Deferred that fires with L{STREAMING} once the stream runs
+        (the head is sent), or fails with L{rocketd.errors.Conflict},
+        before anything is written, if the pipe already has a consumer.
     """
     # The pipe hands its held messages over while attaching, before the
     # head may be sent: they wait here for it.
     pending = []
     begun = []
+    over = []
 
     def write(held) -> None:
         data = frame(held)
@@ -138,16 +160,22 @@ def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
             pending.append(data)
 
     def deleted() -> None:
-        if not done.called:
-            done.callback(None)
+        if not over:
+            over.append(True)
+            end()
 
     feed = PipeFeed(pipe, write, gate, deleted)
-    done = Deferred(lambda _: feed.stop())
 
-    def attached(_) -> None:
-        if done.called:
+    def clientGone(_) -> None:
+        over.append(True)
+        feed.stop()
+
+    gone.addBoth(clientGone)
+
+    def attached(_):
+        if over:
             # The client went away while the pipe was attaching.
-            return
+            return STREAMING
         begin()
         begun.append(True)
         for data in pending:
@@ -155,20 +183,17 @@ def _stream(pipe, frame, begin, send, gate=None, producerFor=None) -> Deferred:
         del pending[:]
         if producerFor is not None:
             producerFor.registerProducer(feed, True)
+        return STREAMING
 
-    def failed(failure):
-        if not done.called:
-            done.errback(failure)
-
-    feed.start().addCallbacks(attached, failed)
-    return done
+    return feed.start().addCallback(attached)
 
 
 def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
     """
     Serve a stream pipe as C{multipart/mixed}: each message is a part with
     C{Content-Type} (the document's media type) and C{Content-Location}
-    (the message's URI), and its document as the part's body.
+    (the message's URI), and its document as the part's body. Deleting the
+    pipe closes the body and ends the response.
 
     @param kind: the representation of the parts, C{"xml"} or C{"json"}.
     @param base: the request's base URI (bytes).
@@ -192,14 +217,16 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
         # Send the head now: the client learns the stream is open.
         request.write(b"")
 
-    def close(result):
+    def end() -> None:
         # The pipe was deleted: close the multipart body.
         if request.producer is not None:
             request.unregisterProducer()
         request.write(b"--%s--\r\n" % boundary)
-        return result
+        request.finish()
 
-    return _stream(pipe, frame, begin, request.write, producerFor=request).addCallback(close)
+    gone = Deferred()
+    request.notifyFinish().addBoth(gone.callback)
+    return _stream(pipe, frame, begin, request.write, end, gone, producerFor=request)
 
 
 class _Coalescer:
@@ -269,7 +296,8 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
     on one line, without the message's href and content hrefs (the message
     is deleted once written), so the same event and data bytes, encoded
     once per message, go to every pipe; the frames of one reactor turn go
-    out in one write at its end; a comment heartbeat every C{heartbeat} seconds.
+    out in one write at its end; a comment heartbeat every C{heartbeat}
+    seconds. Deleting the pipe ends the response.
 
     @param base: the request's base URI (bytes).
     @return: see L{_stream}.
@@ -286,13 +314,19 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
             shared = message.cache[key] = _sharedEvent(message, base)
         return b"id: %d\n%s" % (held.sequence, shared)
 
-    # One call per delivery from the pipe's consumer to the coalescer.
-    send = functools.partial(_coalescerFor(clock).send, stream)
-    done = _stream(pipe, frame, stream.start, send, gate=stream)
+    coalescer = _coalescerFor(clock)
 
-    def ended(result):
-        _coalescerFor(clock).flushStream(stream)
+    def end() -> None:
+        coalescer.flushStream(stream)
         stream.close()
-        return result
 
-    return done.addBoth(ended)
+    # One call per delivery from the pipe's consumer to the coalescer.
+    send = functools.partial(coalescer.send, stream)
+    started = _stream(pipe, frame, stream.start, send, end, stream.finished, gate=stream)
+
+    def failed(failure):
+        # Nothing was written: the handler answers with the error.
+        stream.close()
+        return failure
+
+    return started.addErrback(failed)
