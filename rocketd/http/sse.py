@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from rocketd.http.directwrite import directWriter
@@ -199,6 +200,12 @@ class SSEStream:
 
     log = Logger()
 
+    # An idle subscriber keeps its stream as long as it is connected.
+    __slots__ = (
+        "request", "finished", "paused", "disconnected", "_clock", "_interval", "_heartbeat", "_write",
+        "_started", "_open", "_ended", "_registering", "_registered", "_writableWaiters",
+    )
+
     def __init__(self, request, clock, heartbeat: Optional[float] = 15.0):
         """
         @param request: the request to stream the response of.
@@ -252,6 +259,8 @@ class SSEStream:
         if not self._open:
             return
         request.write(COMMENT_OPEN)
+        # The head is out: the response headers are not needed any more.
+        request.responseHeaders = Headers()
         self._write = _bodyWriter(request)
         if self._interval:
             self._heartbeat = _heartbeatFor(self._clock, self._interval)

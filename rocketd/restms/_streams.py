@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import secrets
 import weakref
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -27,43 +27,91 @@ from rocketd.restms.codec import MEDIA_TYPES
 from rocketd.restms.documents import renderHeldMessage, renderStreamedMessage
 
 
-@implementer(IPushProducer)
-class PipeFeed:
+class _Streaming(Resource):
     """
-    Hands a pipe's held and arriving messages to C{write}, one at a time, as
-    the pipe's consumer, and holds them in the pipe while the response
-    can't take more: either as the request's push producer itself, or by
-    watching a C{gate} that is one (an L{SSEStream}, with C{paused} and
-    C{whenWritable()}).
+    What a stream's handler answers once the stream runs: the response is
+    the stream's to write and to finish (rendering it leaves the request
+    open), and the handler's own Deferreds are done with, so that an idle
+    stream holds no chain of them.
     """
 
-    def __init__(self, pipe, write: Callable[[object], None], gate=None, deleted: Callable[[], None] = None):
+    isLeaf = True
+
+    def render(self, request):
+        return NOT_DONE_YET
+
+
+#: The answer of every running stream (see L{_Streaming}).
+STREAMING = _Streaming()
+
+
+@implementer(IPushProducer)
+class _PipeStream:
+    """
+    A pipe served as one long response: the pipe's consumer, handing each
+    held and arriving message to C{send} as C{frame(held)} once the head
+    has gone out (C{begin}), and calling C{end} (which finishes the
+    response) when the pipe is deleted.
+
+    While the response can't take more, the consumer refuses messages
+    (they stay held in the pipe, in order) until it can: either as the
+    request's push producer itself, or by watching a C{gate} that is one
+    (an L{SSEStream}, with C{paused} and C{whenWritable()}). One object
+    with slots, as an idle subscriber keeps it for as long as it is
+    connected.
+    """
+
+    __slots__ = (
+        "_pipe", "_frame", "_begin", "_send", "_end", "_gate", "_handle",
+        "_pending", "_paused", "_refused", "_stopped", "_watching", "_over",
+    )
+
+    def __init__(self, pipe, frame, begin, send, end, gate=None):
         self._pipe = pipe
-        self._write = write
-        self._deleted = deleted
+        self._frame = frame
+        self._begin = begin
+        self._send = send
+        self._end = end
         self._gate = gate
         self._handle = None
+        # Frames handed before the head went out (None after).
+        self._pending = []
         self._paused = False
         self._refused = False
         self._stopped = False
         self._watching = False
+        self._over = False
 
-    def start(self) -> Deferred:
+    def start(self, gone: Deferred, producerFor=None) -> Deferred:
         """
-        Attach to the pipe.
+        Attach to the pipe; once attached, send the head and what waits.
 
-        @return: Deferred firing with None once attached; fails with
-            L{rocketd.errors.Conflict} if the pipe already has a consumer.
+        @param gone: fires when the response is over (the client went
+            away): the stream detaches; what was not written stays held.
+        @param producerFor: a request to register with as its push
+            producer (when there is no gate).
+        @return: a Deferred that fires with L{STREAMING} once the stream
+            runs, or fails with L{rocketd.errors.Conflict}, before
+            anything is written, if the pipe already has a consumer.
         """
-        return self._pipe.consume(self._deliver).addCallback(self._attached)
+        gone.addBoth(self._clientGone)
+        return self._pipe.consume(self._deliver).addCallback(self._attached, producerFor)
 
-    def _attached(self, handle) -> None:
+    def _attached(self, handle, producerFor):
         self._handle = handle
         handle.ended.addCallback(self._ended)
         if self._stopped:
+            # The client went away while the pipe was attaching.
             handle.stop()
-        else:
-            self._resumePipe()
+            return STREAMING
+        self._begin()
+        pending, self._pending = self._pending, None
+        for data in pending:
+            self._send(data)
+        if producerFor is not None:
+            producerFor.registerProducer(self, True)
+        self._resumePipe()
+        return STREAMING
 
     def _deliver(self, held) -> bool:
         if self._paused or self._stopped:
@@ -76,12 +124,21 @@ class PipeFeed:
                 self._watching = True
                 gate.whenWritable().addCallback(self._gateOpened)
             return False
-        self._write(held)
+        data = self._frame(held)
+        if self._pending is None:
+            self._send(data)
+        else:
+            self._pending.append(data)
         return True
 
     def _ended(self, deleted: bool) -> None:
-        if deleted and self._deleted is not None:
-            self._deleted()
+        if deleted and not self._over:
+            self._over = True
+            self._end()
+
+    def _clientGone(self, _) -> None:
+        self._over = True
+        self.stop()
 
     def _gateOpened(self, writable: bool) -> None:
         self._watching = False
@@ -113,81 +170,6 @@ class PipeFeed:
         self.stop()
 
 
-class _Streaming(Resource):
-    """
-    What a stream's handler answers once the stream runs: the response is
-    the stream's to write and to finish (rendering it leaves the request
-    open), and the handler's own Deferreds are done with, so that an idle
-    stream holds no chain of them.
-    """
-
-    isLeaf = True
-
-    def render(self, request):
-        return NOT_DONE_YET
-
-
-#: The answer of every running stream (see L{_Streaming}).
-STREAMING = _Streaming()
-
-
-def _stream(pipe, frame, begin, send, end, gone: Deferred, gate=None, producerFor=None) -> Deferred:
-    """
-    Attach to C{pipe}; once attached, send the response head with C{begin}
-    and then every message as C{send(frame(held))}; when the pipe is
-    deleted, C{end()} (which finishes the response).
-
-    @param gone: fires when the response is over (the client went away):
-        the stream detaches from the pipe; what was not written stays held.
-    @param gate: see L{PipeFeed}.
-    @param producerFor: a request to register the L{PipeFeed} with as its
-        push producer (when there is no C{gate}).
-    @return: a Deferred that fires with L{STREAMING} once the stream runs
-        (the head is sent), or fails with L{rocketd.errors.Conflict},
-        before anything is written, if the pipe already has a consumer.
-    """
-    # The pipe hands its held messages over while attaching, before the
-    # head may be sent: they wait here for it.
-    pending = []
-    begun = []
-    over = []
-
-    def write(held) -> None:
-        data = frame(held)
-        if begun:
-            send(data)
-        else:
-            pending.append(data)
-
-    def deleted() -> None:
-        if not over:
-            over.append(True)
-            end()
-
-    feed = PipeFeed(pipe, write, gate, deleted)
-
-    def clientGone(_) -> None:
-        over.append(True)
-        feed.stop()
-
-    gone.addBoth(clientGone)
-
-    def attached(_):
-        if over:
-            # The client went away while the pipe was attaching.
-            return STREAMING
-        begin()
-        begun.append(True)
-        for data in pending:
-            send(data)
-        del pending[:]
-        if producerFor is not None:
-            producerFor.registerProducer(feed, True)
-        return STREAMING
-
-    return feed.start().addCallback(attached)
-
-
 def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
     """
     Serve a stream pipe as C{multipart/mixed}: each message is a part with
@@ -197,7 +179,7 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
 
     @param kind: the representation of the parts, C{"xml"} or C{"json"}.
     @param base: the request's base URI (bytes).
-    @return: see L{_stream}.
+    @return: see L{_PipeStream.start}.
     """
     boundary = secrets.token_hex(16).encode("ascii")
     head = b"--%s\r\nContent-Type: %s\r\nContent-Location: %s/restms/resource/" % (
@@ -224,9 +206,7 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
         request.write(b"--%s--\r\n" % boundary)
         request.finish()
 
-    gone = Deferred()
-    request.notifyFinish().addBoth(gone.callback)
-    return _stream(pipe, frame, begin, request.write, end, gone, producerFor=request)
+    return _PipeStream(pipe, frame, begin, request.write, end).start(request.notifyFinish(), producerFor=request)
 
 
 class _Coalescer:
@@ -300,7 +280,7 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
     seconds. Deleting the pipe ends the response.
 
     @param base: the request's base URI (bytes).
-    @return: see L{_stream}.
+    @return: see L{_PipeStream.start}.
     """
     stream = SSEStream(request, clock, heartbeat)
     key = ("restms-sse", base)
@@ -322,7 +302,7 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
 
     # One call per delivery from the pipe's consumer to the coalescer.
     send = functools.partial(coalescer.send, stream)
-    started = _stream(pipe, frame, stream.start, send, end, stream.finished, gate=stream)
+    started = _PipeStream(pipe, frame, stream.start, send, end, gate=stream).start(stream.finished)
 
     def failed(failure):
         # Nothing was written: the handler answers with the error.
