@@ -165,10 +165,8 @@ class RestMSApp:
         @return: Deferred firing with the response body (bytes); Klein
             cancels it when the client goes away.
         """
-        gone = []
-        request.notifyFinish().addBoth(gone.append)
         d = Deferred.fromCoroutine(self._handle(request, find, name, deletable))
-        d.addErrback(self._failed, request, gone)
+        d.addErrback(self._failed, request)
         return d
 
     async def _handle(self, request, find, name, deletable):
@@ -222,7 +220,10 @@ class RestMSApp:
             raise RestMSError(412, "The resource no longer exists, so If-Match can't hold.")
         return self._empty(request, 200)
 
-    def _failed(self, failure, request, gone):
+    def _failed(self, failure, request):
+        # The response is over (finished, or the client went away; a lost
+        # connection takes the request's channel).
+        gone = request.finished or request.channel is None
         if failure.check(CancelledError):
             if gone:
                 # The client went away: nothing to answer.
