@@ -235,6 +235,24 @@ class IndexTests(EngineTestMixin, SynchronousTestCase):
         self.assertEqual(calls, ["key1234"])
         self.assertEqual(self.held(pipe), ["key1234"])
 
+    def test_directSharedAddress(self):
+        """Joins sharing a direct address each take its messages, and leave it one by one."""
+        self.makeEngine()
+        feed = self.feed("direct", "d")
+        pipes = [self.pipe() for _ in range(3)]
+        joins = [self.successResultOf(p.join(feed, "k"))[0] for p in pipes]
+        self.assertEqual(self.publish(feed, "k"), 3)
+        self.successResultOf(joins[0].delete())
+        self.assertEqual(self.publish(feed, "k"), 2)
+        self.successResultOf(joins[2].delete())
+        self.assertEqual(self.publish(feed, "k"), 1)
+        self.successResultOf(joins[1].delete())
+        self.assertEqual(self.publish(feed, "k"), 0)
+        self.assertEqual([self.held(p) for p in pipes], [["k"], ["k", "k", "k"], ["k", "k"]])
+        again = self.successResultOf(pipes[0].join(feed, "k"))[0]
+        self.assertEqual(self.publish(feed, "k"), 1)
+        self.successResultOf(again.delete())
+
     def test_topicNoScan(self):
         self.makeEngine()
         feed = self.feed("topic", "t")

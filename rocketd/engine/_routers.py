@@ -37,20 +37,37 @@ class FanoutRouter:
 
 
 class DirectRouter:
-    """Joins whose address equals the message's, through a dict by address."""
+    """
+    Joins whose address equals the message's, through a dict by address.
+    An address with one join (every pipe's default join is alone on its
+    pipe's name) keeps it in a 1-tuple; a dict holds two and more.
+    """
 
     def __init__(self):
-        self._index: Dict[str, Dict[object, None]] = {}
+        self._index: Dict[str, object] = {}
 
     def add(self, join):
-        self._index.setdefault(join.address, {})[join] = None
+        index = self._index
+        bucket = index.get(join.address)
+        if bucket is None:
+            index[join.address] = (join,)
+        elif type(bucket) is tuple:
+            if bucket[0] is not join:
+                index[join.address] = {bucket[0]: None, join: None}
+        else:
+            bucket[join] = None
 
     def remove(self, join):
         bucket = self._index.get(join.address)
-        if bucket is not None:
-            bucket.pop(join, None)
-            if not bucket:
+        if bucket is None:
+            return
+        if type(bucket) is tuple:
+            if bucket[0] is join:
                 del self._index[join.address]
+            return
+        bucket.pop(join, None)
+        if not bucket:
+            del self._index[join.address]
 
     def match(self, message) -> Iterable:
         return self._index.get(message.address, ())

@@ -269,6 +269,33 @@ def _sharedEvent(message, base: bytes) -> bytes:
     return encodeEvent(renderStreamedMessage(message, "json", base), event=event)
 
 
+class _EventFrames:
+    """An event stream's framing and writing (slots: an idle subscriber keeps it)."""
+
+    __slots__ = ("_stream", "_base", "_key", "_coalescer", "send")
+
+    def __init__(self, stream, base: bytes, coalescer):
+        self._stream = stream
+        self._base = base
+        self._key = ("restms-sse", base)
+        self._coalescer = coalescer
+        # One call per delivery from the pipe's consumer to the coalescer.
+        self.send = functools.partial(coalescer.send, stream)
+
+    def frame(self, held) -> bytes:
+        # The event and data lines are the same bytes for every pipe: only
+        # the id line is the pipe's own.
+        message = held.message
+        shared = message.cache.get(self._key)
+        if shared is None:
+            shared = message.cache[self._key] = _sharedEvent(message, self._base)
+        return b"id: %d\n%s" % (held.sequence, shared)
+
+    def end(self) -> None:
+        self._coalescer.flushStream(self._stream)
+        self._stream.close()
+
+
 def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferred:
     """
     Serve a stream pipe as server-sent events: C{id:} the message's
@@ -283,26 +310,8 @@ def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferre
     @return: see L{_PipeStream.start}.
     """
     stream = SSEStream(request, clock, heartbeat)
-    key = ("restms-sse", base)
-
-    def frame(held) -> bytes:
-        # The event and data lines are the same bytes for every pipe: only
-        # the id line is the pipe's own.
-        message = held.message
-        shared = message.cache.get(key)
-        if shared is None:
-            shared = message.cache[key] = _sharedEvent(message, base)
-        return b"id: %d\n%s" % (held.sequence, shared)
-
-    coalescer = _coalescerFor(clock)
-
-    def end() -> None:
-        coalescer.flushStream(stream)
-        stream.close()
-
-    # One call per delivery from the pipe's consumer to the coalescer.
-    send = functools.partial(coalescer.send, stream)
-    started = _PipeStream(pipe, frame, stream.start, send, end, gate=stream).start(stream.finished)
+    events = _EventFrames(stream, base, _coalescerFor(clock))
+    started = _PipeStream(pipe, events.frame, stream.start, events.send, events.end, gate=stream).start(stream.finished)
 
     def failed(failure):
         # Nothing was written: the handler answers with the error.
