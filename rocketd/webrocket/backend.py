@@ -96,9 +96,14 @@ def _rejectConstant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+#: One decoder for every request body (json.loads with an option builds one per call).
+_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+
+
 def _readTrigger(body: bytes, shape: str) -> dict:
     try:
-        document = json.loads(body, parse_constant=_rejectConstant)
+        # JSON on the wire is UTF-8 (RFC 8259); anything else is not JSON here.
+        document = _DECODER.decode(body.decode("utf-8"))
     except (ValueError, RecursionError):
         raise InvalidArgument("The request body is not JSON.")
     if not isinstance(document, dict) or not isinstance(document.get("trigger"), dict):
@@ -433,11 +438,9 @@ class BackendResource(Resource):
 
     def _handle(self, request):
         # Plain callbacks (no generator): this runs on every request.
-        gone = []
-        request.notifyFinish().addBoth(gone.append)
         d = maybeDeferred(self._route, request)
         d.addErrback(self._failed, request)
-        d.addCallback(self._answer, request, gone)
+        d.addCallback(self._answer, request)
 
     def _failed(self, failure, request):
         """@return: the C{(code, jsonBody, headers)} answering C{failure}."""
@@ -450,15 +453,15 @@ class BackendResource(Resource):
         return (500, {"error": "The server failed to answer this request."}, ())
 
     @staticmethod
-    def _answer(result, request, gone):
-        if result is None or gone:
-            return  # streaming, or the client has gone
+    def _answer(result, request):
+        if result is None or request.finished or request.channel is None:
+            return  # streaming, or the client has gone (a lost connection takes the channel)
         code, body, headers = result
         request.setResponseCode(code)
         for name, value in headers:
             request.setHeader(name, value)
         request.setHeader(b"Content-Type", b"application/json")
-        data = json.dumps(body).encode("utf-8")
+        data = json.dumps(body).encode("utf-8") if body else b"{}"
         request.setHeader(b"Content-Length", b"%d" % (len(data),))
         request.write(data)
         request.finish()
