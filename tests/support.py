@@ -1,6 +1,7 @@
 """Helpers shared by the unit tests."""
 
 import shutil
+import struct
 import tempfile
 
 from twisted.internet import tcp
@@ -122,3 +123,19 @@ class LoopbackConnection(tcp.Connection):
 
     def getHost(self):
         return IPv4Address("TCP", *self.socket.getsockname())
+
+
+def serverFrames(data: bytes):
+    """@return: C{[(opcode, payload)]} of the unmasked WebSocket frames in C{data}."""
+    frames = []
+    while data:
+        opcode, n, offset = data[0] & 0x0F, data[1] & 0x7F, 2
+        if n == 126:
+            (n,) = struct.unpack("!H", data[2:4])
+            offset = 4
+        elif n == 127:
+            (n,) = struct.unpack("!Q", data[2:10])
+            offset = 10
+        frames.append((opcode, data[offset : offset + n]))
+        data = data[offset + n :]
+    return frames

@@ -8,7 +8,6 @@ library, no network, time on a L{Clock}.
 from __future__ import annotations
 
 import json
-import struct
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
@@ -18,25 +17,15 @@ from rocketd.webrocket._presence import Member, Presence
 from rocketd.webrocket._session import MAX_PENDING, Subscription, channelKind
 from rocketd.webrocket._wire import channelFrame, errorFrame, parseClientFrame, FrontendError, textFrame
 from rocketd.webrocket.frontend import Frontend
-from tests.support import webrocketSetUp
+from tests.support import serverFrames, webrocketSetUp
 
 
 
 def payloadsOf(data: bytes) -> list:
     """The payloads of the unmasked server text frames written as C{data}."""
-    payloads = []
-    while data:
-        assert data[0] == 0x81, data[:2]
-        n, start = data[1] & 0x7F, 2
-        if n == 126:
-            (n,) = struct.unpack("!H", data[2:4])
-            start = 4
-        elif n == 127:
-            (n,) = struct.unpack("!Q", data[2:10])
-            start = 10
-        payloads.append(data[start : start + n])
-        data = data[start + n :]
-    return payloads
+    frames = serverFrames(data)
+    assert all(opcode == 0x1 for opcode, _ in frames), frames
+    return [payload for _, payload in frames]
 
 
 def payloadOf(frame: bytes) -> bytes:

@@ -25,7 +25,7 @@ from rocketd.config import Config, ConfigError, loadConfig
 from rocketd.webrocket._origins import OriginPolicy, normaliseOrigin, parseOrigins
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT, Frontend
-from tests.support import MOON, temporaryDirectory, webrocketSetUp
+from tests.support import MOON, serverFrames, temporaryDirectory, webrocketSetUp
 
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -54,22 +54,6 @@ def clientFrame(payload: bytes, opcode: int = 0x1) -> bytes:
     else:
         header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
     return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def serverFrames(data: bytes):
-    """@return: C{[(opcode, payload)]} of the unmasked frames in C{data}."""
-    frames = []
-    while data:
-        opcode, n, offset = data[0] & 0x0F, data[1] & 0x7F, 2
-        if n == 126:
-            (n,) = struct.unpack("!H", data[2:4])
-            offset = 4
-        elif n == 127:
-            (n,) = struct.unpack("!Q", data[2:10])
-            offset = 10
-        frames.append((opcode, data[offset : offset + n]))
-        data = data[offset + n :]
-    return frames
 
 
 class ProtocolTestCase(TestCase):
