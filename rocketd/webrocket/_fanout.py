@@ -197,15 +197,16 @@ class ChannelFans:
         for sink, since in list(sinks.items()):
             if sink not in sinks:
                 continue
-            sinks[sink] = 0
-            if since == 0 and not (sink.hidden and broadcasts):
-                data = everything
-            elif since == 0:
+            if since:
+                # Added during the turn: what came after it, only.
+                sinks[sink] = 0
+                data = _without(frames, broadcasts if sink.hidden else (), since)
+            elif broadcasts and sink.hidden:
                 if quiet is None:
                     quiet = _without(frames, broadcasts, 0)
                 data = quiet
             else:
-                data = _without(frames, broadcasts if sink.hidden else (), since)
+                data = everything
             if data:
                 writes += 1
                 sink.write(data)

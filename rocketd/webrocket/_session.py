@@ -133,10 +133,8 @@ class Subscription:
 
     def write(self, data: bytes) -> None:
         """The frames of one turn (this runs once per subscriber per turn)."""
-        if self._gone:
-            return
         session = self.session
-        if session.closed:
+        if self._gone or session.closed:
             return
         if self._ready:
             session._link.send(data)

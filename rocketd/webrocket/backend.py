@@ -41,6 +41,7 @@ from rocketd.errors import (
 )
 from rocketd.http.sse import SSEStream
 from rocketd.interfaces import DEFAULT_FEED
+from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
 from rocketd.webrocket.tokens import TokenStore, anchoredPattern
 from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
 from rocketd.webrocket.workers import WorkerPool
@@ -87,9 +88,12 @@ def channelEventMessage(channel: str, event: str, data: Optional[dict]) -> Messa
         data = {}
     if not isinstance(data, dict):
         raise InvalidArgument("The trigger's 'data' must be an object.")
-    payload = {event: {**data, "channel": channel}}
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    return Message(address=event, contents=(Content("application/json", body),))
+    body = encodeJSON({event: {**data, "channel": channel}})
+    message = Message(address=event, contents=(Content("application/json", body),))
+    # Its WebSocket frame, built here where the body is known to be one
+    # event (the frontend would otherwise parse the body again to check).
+    message.cache[WS_FRAME] = textFrame(body)
+    return message
 
 
 def _rejectConstant(name):
