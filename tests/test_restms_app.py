@@ -604,11 +604,16 @@ class JoinTests(RestMSTestCase):
         self.assertEqual(self.join(self.pipe, private).code, 201)
         self.assertEqual(self.join(self.pipe, path(private), "z").code, 201)
 
-    def test_unknownFeed404(self):
-        response = self.post(self.pipe, restms('<join address="*" feed="/restms/feed/nosuch"/>'))
-        self.assertError(response, 404, "/restms/feed/nosuch")
-        response = self.post(self.pipe, restms('<join address="*" feed="/restms/resource/nosuch"/>'))
-        self.assertError(response, 404, "/restms/resource/nosuch")
+    def test_unknownFeed400(self):
+        """
+        A join onto a feed that does not exist is 400, naming the feed: the
+        document is wrong, the pipe is there (a 404 would say it is gone).
+        """
+        for feed in ("/restms/feed/nosuch", "/restms/resource/nosuch", BASE + "/restms/feed/nosuch", "nosuch"):
+            response = self.post(self.pipe, restms('<join address="*" feed="%s"/>' % feed))
+            self.assertError(response, 400, "feed %s," % feed)
+        self.assertEqual(self.get(self.pipe).code, 200)
+        self.assertEqual(len(self.get(self.pipe).document().find("pipe").findAll("join")), 1)
 
     def test_notAFeed400(self):
         self.assertError(self.post(self.pipe, restms('<join address="*" feed="%s"/>' % self.pipe)), 400, "not a feed")

@@ -367,8 +367,9 @@ class RestMSApp:
         """
         The feed a join names: an absolute URI, a path, or a public feed name.
 
-        @raise RestMSError: 404 (naming the feed) when it does not exist, 400
-            when the URI is not a feed's.
+        @raise RestMSError: 400 when the URI is not a feed's, or names a feed
+            that does not exist (the sentence names it): the join's document
+            is what is wrong, and the pipe the client posted to exists.
         """
         reference = parseReference(text)
         if reference is None or reference.kind == "domain":
@@ -379,7 +380,7 @@ class RestMSApp:
                 return await domain.getFeed(reference.name)
             resource = await self.engine.lookup(reference.name)
         except NoSuchResource:
-            raise notFound(f"There is no feed at {text}.")
+            raise badRequest(f"The join names the feed {text}, which does not exist.")
         if not IFeed.providedBy(resource):
             raise badRequest(f"{text} is not a feed.")
         return resource

@@ -199,7 +199,9 @@ def test_badInputs(daemon):
     refused(c.request("GET", "/restms/resource/nosuchhash"), 404, "resource")
     refused(c.request("GET", "/restms/feed/nosuchfeed"), 404, "nosuchfeed")
     refused(c.request("GET", "/restms/nothing/here"), 404, "")
-    refused(c.post(pipe, restms('<join feed="/restms/feed/nosuchfeed"/>')), 404, "nosuchfeed")
+    # A join onto a feed that does not exist: the document is wrong (400), not the pipe (404).
+    refused(c.post(pipe, restms('<join feed="/restms/feed/nosuchfeed"/>')), 400, "/restms/feed/nosuchfeed")
+    assert c.request("GET", pipe).status == 200
     # Joins onto the default feed, and the default join, are not the client's to make or delete.
     refused(c.post(pipe, restms('<join address="x" feed="/restms/feed/"/>')), 403, "default")
     defaultJoin = created.attr("join", "href")
