@@ -102,15 +102,16 @@ class IDomain(Interface):
 
         @param name: a public name (1-128 of C{[A-Za-z0-9._-]}, not starting
             with C{amq.}), or None for a private feed named by its hash.
-        @param type: one of L{FEED_TYPES}.
+        @param type: one of L{FEED_TYPES}, or None: the type of the existing
+            public feed of that name, whatever it is, else C{topic}.
         @param backlog: for a rotator or service feed, how many messages may
             wait for a join (None: the engine's default); the oldest is
             dropped and counted beyond it.
         @param backlogAge: for a rotator or service feed, how many seconds a
             message may wait for a join (None: the engine's default).
         @return: Deferred firing with C{(feed, created)}: the L{IFeed} and
-            True, or the existing public feed of that name and type and
-            False. Fails with L{rocketd.errors.InvalidName},
+            True, or the existing public feed of that name and type (or of
+            that name, when C{type} is None) and False. Fails with L{rocketd.errors.InvalidName},
             L{rocketd.errors.InvalidArgument} (unknown type) or
             L{rocketd.errors.Conflict} (the name exists with another type).
         """

@@ -226,6 +226,25 @@ class EngineContractTests:
         self.assertTrue(default.isDefault)
 
     @inlineCallbacks
+    def test_feedCreateWithoutType(self):
+        """With no type, an existing public feed comes back whatever its type; a new one is a topic feed."""
+        domain = yield self.newDomain()
+        for type in ("fanout", "service", "system"):
+            feed = yield self.feed(domain, type, "f-" + type)
+            same, created = yield domain.createFeed("f-" + type, None)
+            self.assertIs(same, feed)
+            self.assertFalse(created)
+        default, created = yield domain.createFeed(DEFAULT_FEED, None)
+        self.assertTrue(default.isDefault)
+        self.assertFalse(created)
+        new, created = yield domain.createFeed("fresh", None)
+        self.assertTrue(created)
+        self.assertEqual(new.type, "topic")
+        private, created = yield domain.createFeed(None, None)
+        self.assertTrue(created)
+        self.assertEqual(private.type, "topic")
+
+    @inlineCallbacks
     def test_feedNamesAndTypes(self):
         """Invalid feed names and unknown types are refused; private feeds are not listed."""
         domain = yield self.newDomain()

@@ -343,6 +343,31 @@ class DomainTests(RestMSTestCase):
         self.assertEqual(again.header("location"), first.header("location"))
         self.assertEqual(again.document().find("feed").get("type"), "topic")
 
+    def test_createExistingFeedWithoutType(self):
+        """
+        A client that names no type asked for nothing that conflicts: the
+        existing feed comes back (200, Location, its document), whatever
+        its type.
+        """
+        first = self.createFeed("news", "fanout")
+        for body, headers in (
+            (restms('<feed name="news"/>'), {}),
+            (restms('<feed name="news" type=""/>'), {}),
+            (restms("<feed/>"), {"Slug": "news"}),
+            (b"", {"Slug": "news"}),
+        ):
+            again = self.post("/restms/domain/", body, **headers)
+            self.assertEqual(again.code, 200, body)
+            self.assertEqual(again.header("location"), first.header("location"))
+            self.assertEqual(again.document().find("feed").get("type"), "fanout")
+        again = self.post(
+            "/restms/domain/", json.dumps({"restms": {"feed": [{"name": "news"}]}}).encode(), JSON, Accept=JSON
+        )
+        self.assertEqual(again.code, 200)
+        self.assertEqual(json.loads(again.body)["restms"]["feed"][0]["type"], "fanout")
+        self.assertEqual(self.post("/restms/domain/", restms('<feed name="fresh"/>')).code, 201)
+        self.assertEqual(self.get("/restms/feed/fresh").document().find("feed").get("type"), "topic")
+
     def test_createFeedConflict(self):
         self.createFeed("news", "topic")
         self.assertError(self.post("/restms/domain/", restms('<feed name="news" type="fanout"/>')), 409)

@@ -310,14 +310,16 @@ class Domain:
                 raise InvalidName(
                     "A feed name is 1 to 128 characters of letters, digits, '.', '_' and '-', not starting with 'amq.'."
                 )
-        if type not in FEED_TYPES:
+        if type is not None and type not in FEED_TYPES:
             raise InvalidArgument(f"Unknown feed type {type!r}; the types are {', '.join(FEED_TYPES)}.")
         if name is not None:
             existing = self._feeds.get(name)
             if existing is not None:
-                if existing.type != type:
+                if type is not None and existing.type != type:
                     raise Conflict(f"The feed {name!r} exists with type {existing.type!r}.")
                 return (existing, False)
+        if type is None:
+            type = "topic"
         _checkText(title, "title")
         _checkText(license, "license")
         if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0):

@@ -422,9 +422,12 @@ class RestMSApp:
             spec = documents.readFeed(element)
             if spec.name and slug and spec.name != slug:
                 raise badRequest("The Slug header and the feed's name attribute differ.")
+            # No type named: an existing public feed of that name is given
+            # back whatever its type (the client asked for nothing that
+            # conflicts); a new feed is a topic feed.
             feed, created = await domain.createFeed(
                 name=spec.name or slug,
-                type=spec.type or "topic",
+                type=spec.type or None,
                 title=spec.title or "",
                 license=spec.license or "",
             )

@@ -181,6 +181,20 @@ def test_jsonRoundTrip(daemon):
     assert 'correlation_id="c1"' in xml
 
 
+def test_createExistingFeedWithoutType(daemon):
+    """POST of a feed that exists, naming no type: 200 with the existing feed; another type: 409."""
+    c = Client(daemon.url)
+    uri = feed(c, "r-exists", "fanout")
+    for body, headers in ((restms('<feed name="r-exists"/>'), {}), (b"", {"Slug": "r-exists"})):
+        again = c.post("/restms/domain/", body, **headers)
+        assert again.status == 200, again
+        assert again.header("location") == uri
+        assert again.attr("feed", "type") == "fanout"
+    conflict = c.post("/restms/domain/", restms('<feed name="r-exists" type="topic"/>'))
+    assert conflict.status == 409, conflict
+    assert c.request("GET", uri).attr("feed", "type") == "fanout"
+
+
 def test_badInputs(daemon):
     c = Client(daemon.url)
     pipe, created = c.pipe()
