@@ -341,13 +341,32 @@ class IHeldMessage(IResource):
     pipe = Attribute("The L{IPipe} holding it.")
     sequence = Attribute("Its position in the pipe: 1 for the pipe's first message ever, then +1.")
     next = Attribute("The hash the next message in this pipe takes (its asynclet when it is the newest).")
-    contentHashes = Attribute("A tuple: the hash of each of the message's contents, in order.")
+    contents = Attribute(
+        "A tuple: the message's contents that this held message still has, in order (all of them, "
+        "unless some were deleted from it with L{IContent.delete}; the version then grows by one "
+        "per deleted content)."
+    )
+    contentHashes = Attribute(
+        "A tuple: the hash of each of L{contents}, in the same order (a content keeps its hash "
+        "when another one is deleted)."
+    )
 
 
 class IContent(IResource):
     """A content: staged on a feed, or part of a held message."""
 
     content = Attribute("The L{rocketd.engine.message.Content}.")
+
+    def delete():
+        """
+        Delete the content. A staged content is gone: no message can claim
+        it any more. A content of a held message leaves that held message,
+        which keeps its other contents, properties and headers (the other
+        pipes holding the same message keep theirs). Deleting a content
+        already gone is not an error.
+
+        @return: Deferred firing with None.
+        """
 
 
 class IAsynclet(IResource):

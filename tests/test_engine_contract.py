@@ -799,6 +799,58 @@ class EngineContractTests:
         for h in held.contentHashes:
             yield self.assertFailure(self.engine.lookup(h), NoSuchResource)
 
+    @inlineCallbacks
+    def test_deleteHeldContent(self):
+        """
+        Deleting a content of a held message takes it out of that held
+        message only: the others stay, with their hashes.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        pipe = yield self.newPipe(domain)
+        other = yield self.newPipe(domain)
+        yield pipe.join(feed)
+        yield other.join(feed)
+        contents = tuple(Content("text/plain", b"%d" % i) for i in range(3))
+        yield feed.publish([Message(address="a", headers={"h": "v"}, properties={"message_id": "m"}, contents=contents)])
+        [held] = yield self.held(pipe, 1)
+        hashes, version = held.contentHashes, held.version
+        self.assertEqual(held.contents, contents)
+        content = yield self.engine.lookup(hashes[1])
+        self.assertIsNone((yield content.delete()))
+        yield self.assertFailure(self.engine.lookup(hashes[1]), NoSuchResource)
+        [again] = yield pipe.listMessages()
+        self.assertIs(again, held)
+        self.assertEqual(held.contents, (contents[0], contents[2]))
+        self.assertEqual(held.contentHashes, (hashes[0], hashes[2]))
+        self.assertGreater(held.version, version)
+        self.assertEqual((held.message.headers, held.message.properties), ({"h": "v"}, {"message_id": "m"}))
+        for h, body in ((hashes[0], contents[0]), (hashes[2], contents[2])):
+            found = yield self.engine.lookup(h)
+            self.assertEqual(found.content, body)
+        # Already gone: not an error, and nothing else changes.
+        yield content.delete()
+        self.assertEqual(held.contentHashes, (hashes[0], hashes[2]))
+        # The other pipe's copy keeps all three.
+        [theirs] = yield self.held(other, 1)
+        self.assertEqual(theirs.contents, contents)
+        self.assertEqual(len(theirs.contentHashes), 3)
+        # A content of a message removed meanwhile: nothing to do.
+        last = yield self.engine.lookup(hashes[2])
+        yield pipe.remove(held.hash)
+        yield last.delete()
+
+    @inlineCallbacks
+    def test_deleteStagedContent(self):
+        """A deleted staged content can't be found or claimed."""
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        staged = yield feed.stageContent(Content("text/plain", b"x"))
+        self.assertIsNone((yield staged.delete()))
+        yield self.assertFailure(self.engine.lookup(staged.hash), NoSuchResource)
+        yield self.assertFailure(feed.claimContent(staged.hash), ContentGone)
+        yield staged.delete()
+
     # -- system feeds --
 
     @inlineCallbacks

@@ -557,6 +557,27 @@ class EngineTests(EngineTestMixin, SynchronousTestCase):
         for bad in (held.hash + ".1", held.hash + ".00", held.hash + ".-1", held.hash + ".\u0663", pipe.hash + ".0"):
             self.failureResultOf(self.engine.lookup(bad), NoSuchResource)
 
+    def test_deletedContentDatesItsMessage(self):
+        """Deleting a held message's content stamps the message with the clock; its hash changes nothing else."""
+        self.makeEngine()
+        feed = self.feed("fanout", "f")
+        pipe = self.pipe()
+        self.successResultOf(pipe.join(feed))
+        from rocketd.engine.message import Content
+
+        contents = (Content("text/plain", b"x"), Content("text/plain", b"y"))
+        self.successResultOf(feed.publish([Message(address="a", contents=contents)]))
+        [held] = self.successResultOf(pipe.listMessages())
+        self.assertEqual((held.modified, held.version), (1000, 1))
+        self.clock.advance(5)
+        content = self.successResultOf(self.engine.lookup(held.hash + ".0"))
+        self.successResultOf(content.delete())
+        self.assertEqual((held.modified, held.version), (1005, 2))
+        self.failureResultOf(self.engine.lookup(held.hash + ".0"), NoSuchResource)
+        self.assertEqual(held.contentHashes, (held.hash + ".1",))
+        # The shared message is untouched.
+        self.assertEqual(held.message.contents, contents)
+
     def test_forbiddenJoinDelete(self):
         self.makeEngine()
         pipe = self.pipe()

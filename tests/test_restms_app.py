@@ -859,7 +859,72 @@ class MessageTests(RestMSTestCase):
         content = self.get(href).document().find("message").find("content").get("href")
         self.assertError(self.put(content, b"y", "text/plain"), 403)
         self.assertError(self.post(content, b"y", "text/plain"), 403)
-        self.assertError(self.delete(content), 403)
+
+    def test_deleteContentOfHeldMessage(self):
+        """
+        The drafts' clients GET, then DELETE, each content of a message they
+        receive: the content goes, the message stays held with the rest.
+        """
+        other, _ = self.createPipe()
+        self.join(other, "/restms/feed/news")
+        self.publish(
+            "/restms/feed/news",
+            '<message address="a.b" message_id="m1" reply_to="r"><header name="h" value="v"/>'
+            '<content type="text/plain">one</content><content type="text/x-two">two</content>'
+            '<content type="text/plain">three</content></message>',
+        )
+        href = self.held()[0].get("href")
+        before = self.get(href)
+        hrefs = [c.get("href") for c in before.document().find("message").findAll("content")]
+        self.assertEqual(len(hrefs), 3)
+        self.assertEqual(self.get(hrefs[1]).body, b"two")
+        response = self.delete(hrefs[1])
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertError(self.get(hrefs[1]), 404)
+        self.assertEqual([self.get(h).body for h in (hrefs[0], hrefs[2])], [b"one", b"three"])
+        # Still held, with its properties, headers and other contents; the
+        # document lists what is left (XML and JSON), and its tag changed.
+        [summary] = self.held()
+        self.assertEqual((summary.get("href"), summary.get("message_id")), (href, "m1"))
+        after = self.get(href)
+        self.assertNotEqual(after.header("etag"), before.header("etag"))
+        self.assertEqual(self.get(href, **{"If-None-Match": before.header("etag")}).code, 200)
+        message = after.document().find("message")
+        self.assertEqual((message.get("address"), message.get("reply_to")), ("a.b", "r"))
+        self.assertEqual([(h.get("name"), h.get("value")) for h in message.findAll("header")], [("h", "v")])
+        contents = message.findAll("content")
+        self.assertEqual([c.get("href") for c in contents], [hrefs[0], hrefs[2]])
+        self.assertEqual([c.text for c in contents], ["one", "three"])
+        data = json.loads(self.get(href, Accept=JSON).body)["restms"]["message"][0]
+        self.assertEqual([(c["href"], c["$text"]) for c in data["content"]], [(hrefs[0], "one"), (hrefs[2], "three")])
+        # Deleting it again is done already; If-Match on a gone content can't hold.
+        self.assertEqual(self.delete(hrefs[1]).code, 200)
+        self.assertError(self.delete(hrefs[1], **{"If-Match": "*"}), 412)
+        # A stale If-Match leaves the content alone.
+        self.assertError(self.delete(hrefs[0], **{"If-Match": '"stale"'}), 412)
+        self.assertEqual(self.get(hrefs[0]).code, 200)
+        # The same message in another pipe keeps every content.
+        otherHref = heldOf(self.get(other).document())[0].get("href")
+        self.assertEqual(len(self.get(otherHref).document().find("message").findAll("content")), 3)
+        # The client deletes the rest, then the message.
+        for h in (hrefs[0], hrefs[2]):
+            self.assertEqual(self.delete(h).code, 200)
+        message = self.get(href).document().find("message")
+        self.assertEqual((message.get("message_id"), message.findAll("content")), ("m1", []))
+        self.assertEqual(self.delete(href).code, 200)
+        self.assertEqual(self.held(), [])
+
+    def test_deleteStagedContent(self):
+        """A staged content nobody claimed can be deleted: then it is gone, and no message can claim it."""
+        location = self.post("/restms/feed/news", b"draft", "text/plain").header("location")
+        response = self.delete(location)
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertError(self.get(location), 404)
+        self.assertEqual(self.delete(location).code, 200)
+        self.assertError(
+            self.post("/restms/feed/news", restms('<message><content href="%s"/></message>' % location)), 404
+        )
+        self.assertEqual(self.held(), [])
 
     def test_deletingAMessageDeletesItsContents(self):
         self.publish("/restms/feed/news", '<message address="a"><content>x</content></message>')
@@ -1440,6 +1505,20 @@ class StreamTests(RestMSTestCase):
         self.assertEqual(len(heldOf(self.get(self.pipe).document())), 1)
         self.connection.transport.producer.resumeProducing()
         self.assertEqual([f["event"] for f in self.events()], [b"slow"])
+
+
+    def test_sseWithoutDeletedContent(self):
+        """A content deleted while its message waits in a stream pipe is not in the event."""
+        self.connection.send("GET", path(self.pipe), [("Accept", "text/event-stream")])
+        self.connection.transport.producer.pauseProducing()
+        self.publish("/restms/feed/news", '<message address="m"><content>keep</content><content>drop</content></message>')
+        href = heldOf(self.get(self.pipe).document())[0].get("href")
+        contents = self.get(href).document().find("message").findAll("content")
+        self.assertEqual(self.delete(contents[1].get("href")).code, 200)
+        self.connection.transport.producer.resumeProducing()
+        [frame] = self.events()
+        data = json.loads(frame["data"])["restms"]["message"][0]
+        self.assertEqual([c["$text"] for c in data["content"]], ["keep"])
 
 
 class MiscellaneousTests(RestMSTestCase):

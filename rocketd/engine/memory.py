@@ -224,7 +224,7 @@ class MemoryEngine:
         base, dot, index = hash.rpartition(".")
         if dot and index.isascii() and index.isdigit() and str(int(index)) == index:
             held = self._registry.get(base)
-            if type(held) is HeldMessage and int(index) < len(held.message.contents):
+            if type(held) is HeldMessage and held._holds(int(index)):
                 return HeldContent(held, int(index))
         raise NoSuchResource("There is no such resource.")
 
@@ -382,11 +382,16 @@ class StagedContent:
     """A content staged on a feed, waiting for a message to claim it."""
 
     def __init__(self, feed, content: Content, now: float):
-        self.hash = feed._engine._newHash()
+        self._engine = feed._engine
+        self.hash = self._engine._newHash()
         self.content = content
         self.created = self.modified = now
         self.version = 1
         self._feed = feed
+
+    @_operation
+    def delete(self):
+        self._feed._unstage(self)
 
 
 @implementer(IFeed)
@@ -547,10 +552,8 @@ class Feed(_Resource):
         self._deleted = True
         for join in list(self._joins):
             join._detach()
-        registry = self._engine._registry
-        for staged in self._staged.values():
-            registry.pop(staged.hash, None)
-        self._staged.clear()
+        for staged in list(self._staged.values()):
+            self._unstage(staged)
         if self._rotation is not None:
             lost = self._rotation.stop()
             if lost:
@@ -597,14 +600,19 @@ class Feed(_Resource):
     @_operation
     def claimContent(self, hash):
         self._checkLive()
-        staged = self._staged.pop(hash, None) if isinstance(hash, str) else None
+        staged = self._staged.get(hash) if isinstance(hash, str) else None
         if staged is None:
             other = self._engine._registry.get(hash) if isinstance(hash, str) else None
             if isinstance(other, StagedContent):
                 raise Forbidden("That content was staged on another feed.")
             raise ContentGone("That content was already published or never existed.")
-        self._engine._registry.pop(hash, None)
+        self._unstage(staged)
         return staged.content
+
+    def _unstage(self, staged):
+        """Forget a staged content (claimed, deleted, or its feed is going)."""
+        if self._staged.pop(staged.hash, None) is staged:
+            self._engine._registry.pop(staged.hash, None)
 
     @_operation
     def listJoins(self):
@@ -762,10 +770,18 @@ class Join:
 
 @implementer(IHeldMessage)
 class HeldMessage:
-    """A message as one pipe holds it (the L{Message} itself is shared)."""
+    """
+    A message as one pipe holds it (the L{Message} itself is shared).
 
-    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created")
-    version = 1
+    A content deleted from it (L{HeldContent.delete}) leaves this held
+    message only: C{contents} is then a tuple of its own, C{_kept} the
+    indices in the message of the contents it still has (content hashes
+    keep their index, so the others keep their URIs), and C{_modified}
+    the time of the last deletion. Until then C{contents} I{is} the
+    message's, and those two slots are unset.
+    """
+
+    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created", "contents", "_kept", "_modified")
 
     def __init__(self, hash, message, pipe, sequence, next, created):
         self.hash = hash
@@ -774,15 +790,38 @@ class HeldMessage:
         self.sequence = sequence
         self.next = next
         self.created = created
+        self.contents = message.contents
+
+    @property
+    def version(self):
+        contents, everything = self.contents, self.message.contents
+        return 1 if contents is everything else 1 + len(everything) - len(contents)
 
     @property
     def modified(self):
-        return self.created
+        return self.created if self.contents is self.message.contents else self._modified
 
     @property
     def contentHashes(self):
         h = self.hash
-        return tuple(f"{h}.{i}" for i in range(len(self.message.contents)))
+        if self.contents is self.message.contents:
+            return tuple(f"{h}.{i}" for i in range(len(self.contents)))
+        return tuple(f"{h}.{i}" for i in self._kept)
+
+    def _holds(self, index: int) -> bool:
+        """Whether the message's content C{index} is still part of this held message."""
+        if self.contents is self.message.contents:
+            return index < len(self.contents)
+        return index in self._kept
+
+    def _removeContent(self, index: int, now: float) -> None:
+        if not self._holds(index):
+            return
+        everything = self.message.contents
+        kept = range(len(everything)) if self.contents is everything else self._kept
+        self._kept = tuple(i for i in kept if i != index)
+        self.contents = tuple(everything[i] for i in self._kept)
+        self._modified = now
 
     def __repr__(self):
         return f"<HeldMessage {self.sequence} {self.message.address!r} in {self.pipe.hash}>"
@@ -792,17 +831,29 @@ class HeldMessage:
 class HeldContent:
     """One content of a held message, found through its derived hash."""
 
-    __slots__ = ("hash", "content", "created")
+    __slots__ = ("hash", "content", "created", "_held", "_index")
     version = 1
 
     def __init__(self, held, index):
         self.hash = f"{held.hash}.{index}"
         self.content = held.message.contents[index]
         self.created = held.created
+        self._held = held
+        self._index = index
 
     @property
     def modified(self):
         return self.created
+
+    @property
+    def _engine(self):
+        return self._held.pipe._engine
+
+    @_operation
+    def delete(self):
+        held = self._held
+        if held.pipe._held.get(held.hash) is held:
+            held._removeContent(self._index, self._engine._clock.seconds())
 
 
 @implementer(IAsynclet)

@@ -617,7 +617,14 @@ class RestMSApp:
         return body
 
     async def _content_DELETE(self, request, content):
-        raise forbidden("A content is deleted with its message.")
+        """
+        Delete a content: a staged one is gone; a held message's content
+        leaves the message, which stays held with the others (the drafts'
+        clients GET, then DELETE, each content they receive).
+        """
+        self._check(request, content)
+        await content.delete()
+        return self._empty(request, 200)
 
     async def _asynclet_GET(self, request, asynclet):
         """
