@@ -182,9 +182,15 @@ class IFeed(IResource):
     def stageContent(content):
         """
         Keep a L{rocketd.engine.message.Content} on this feed until a message
-        published to this feed claims it with L{claimContent}.
+        published to this feed claims it with L{claimContent}, it is
+        deleted (L{IContent.delete}), or it expires: a staged content no
+        message has claimed is kept for a time the engine is configured
+        with. A feed keeps a bounded number of such contents, and of their
+        bytes (the engine's settings too).
 
-        @return: Deferred firing with the staged L{IContent}.
+        @return: Deferred firing with the staged L{IContent}; fails with
+            L{rocketd.errors.LimitReached}, with a sentence naming the
+            bound, when keeping it would exceed one.
         """
 
     def claimContent(hash):
@@ -193,8 +199,8 @@ class IFeed(IResource):
         content can be claimed once.
 
         @return: Deferred firing with the L{rocketd.engine.message.Content};
-            fails with L{rocketd.errors.ContentGone} if unknown or already
-            claimed, and with L{rocketd.errors.Forbidden} if it was staged
+            fails with L{rocketd.errors.ContentGone} if unknown, already
+            claimed, deleted or expired, and with L{rocketd.errors.Forbidden} if it was staged
             on another feed.
         """
 

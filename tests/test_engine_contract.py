@@ -23,7 +23,15 @@ from zope.interface.verify import verifyObject
 
 from rocketd.engine.memory import MemoryEngine
 from rocketd.engine.message import Content, Message
-from rocketd.errors import Conflict, ContentGone, Forbidden, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.errors import (
+    Conflict,
+    ContentGone,
+    Forbidden,
+    InvalidArgument,
+    InvalidName,
+    LimitReached,
+    NoSuchResource,
+)
 from rocketd.interfaces import (
     DEFAULT_FEED,
     IAsynclet,
@@ -46,11 +54,15 @@ def addresses(held):
 class EngineContractTests:
     """
     The contract tests. C{makeEngine} must build the engine with
-    C{pipeDepth=PIPE_DEPTH}, C{feedBacklog=FEED_BACKLOG} and no backlog age.
+    C{pipeDepth=PIPE_DEPTH}, C{feedBacklog=FEED_BACKLOG}, no backlog age,
+    and feeds that keep at most C{STAGE_COUNT} unclaimed staged contents
+    and C{STAGE_BYTES} bytes of them.
     """
 
     PIPE_DEPTH = 8
     FEED_BACKLOG = 8
+    STAGE_COUNT = 4
+    STAGE_BYTES = 64
     #: Seconds a test may take (a networked engine may override it).
     timeout = 10
 
@@ -851,6 +863,40 @@ class EngineContractTests:
         yield self.assertFailure(feed.claimContent(staged.hash), ContentGone)
         yield staged.delete()
 
+    @inlineCallbacks
+    def test_stageBounds(self):
+        """
+        A feed keeps a bounded number and size of staged contents that no
+        message has claimed: beyond either bound staging fails with
+        LimitReached, until some is claimed or deleted.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        other = yield self.feed(domain, "fanout", "g")
+        small = Content("text/plain", b"x")
+        staged = []
+        for _ in range(self.STAGE_COUNT):
+            staged.append((yield feed.stageContent(small)))
+        yield self.assertFailure(feed.stageContent(small), LimitReached)
+        # The bound is the feed's own.
+        yield other.stageContent(small)
+        # A claimed content, and a deleted one, free their place.
+        yield feed.claimContent(staged[0].hash)
+        yield feed.stageContent(small)
+        yield staged[1].delete()
+        yield feed.stageContent(small)
+        yield self.assertFailure(feed.stageContent(small), LimitReached)
+        # Bytes: up to STAGE_BYTES in all, not one more.
+        sized = yield self.feed(domain, "fanout", "h")
+        big = yield sized.stageContent(Content("application/octet-stream", b"b" * (self.STAGE_BYTES - 1)))
+        yield self.assertFailure(sized.stageContent(Content("text/plain", b"bb")), LimitReached)
+        yield self.assertFailure(other.stageContent(Content("text/plain", b"b" * (self.STAGE_BYTES + 1))), LimitReached)
+        last = yield sized.stageContent(small)
+        yield self.assertFailure(sized.stageContent(small), LimitReached)
+        yield big.delete()
+        yield sized.claimContent(last.hash)
+        yield sized.stageContent(Content("text/plain", b"b" * self.STAGE_BYTES))
+
     # -- system feeds --
 
     @inlineCallbacks
@@ -1087,7 +1133,13 @@ class MemoryEngineContractTests(EngineContractTests, TestCase):
 
     def makeEngine(self):
         clock = Clock()
-        engine = MemoryEngine(clock, pipeDepth=self.PIPE_DEPTH, feedBacklog=self.FEED_BACKLOG)
+        engine = MemoryEngine(
+            clock,
+            pipeDepth=self.PIPE_DEPTH,
+            feedBacklog=self.FEED_BACKLOG,
+            stageCount=self.STAGE_COUNT,
+            stageBytes=self.STAGE_BYTES,
+        )
         return engine, clock
 
 

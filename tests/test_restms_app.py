@@ -86,10 +86,13 @@ def heldOf(pipeDocument):
 class RestMSTestCase(TestCase):
     """An engine with its default domain, the app mounted at /restms, and a client."""
 
+    #: The engine's settings (keyword arguments of L{MemoryEngine}).
+    engineSettings: dict = {}
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_000_000)
-        self.engine = MemoryEngine(self.clock)
+        self.engine = MemoryEngine(self.clock, **self.engineSettings)
         self.successResultOf(self.engine.createDomain("default", "Default domain"))
         self.app = RestMSApp(self.engine, self.clock, longPoll=LONG_POLL, heartbeat=HEARTBEAT)
         self.root = Resource()
@@ -1024,6 +1027,51 @@ class MessageTests(RestMSTestCase):
         message = self.get(self.held()[0].get("href")).document().find("message")
         self.assertEqual(message.get("address"), sneaky)
         self.assertEqual(message.get("reply_to"), "@@h@@")
+
+
+class StagingLimitTests(RestMSTestCase):
+    """Staged contents no message claims: bounded per feed (507 beyond), and they expire."""
+
+    engineSettings = {"stageTTL": 60, "stageCount": 2, "stageBytes": 10}
+
+    def setUp(self):
+        RestMSTestCase.setUp(self)
+        self.createFeed("pics", "fanout")
+
+    def stage(self, body):
+        return self.post("/restms/feed/pics", body, "application/octet-stream")
+
+    def test_countBound507(self):
+        first = self.stage(b"a")
+        self.assertEqual((first.code, self.stage(b"b").code), (201, 201))
+        response = self.stage(b"c")
+        self.assertError(response, 507, "The feed 'pics' already keeps 2 staged contents")
+        self.assertIsNone(response.header("location"))
+        # Another feed has its own bound.
+        self.createFeed("other", "fanout")
+        self.assertEqual(self.post("/restms/feed/other", b"c", "text/plain").code, 201)
+        # Deleting one (or publishing it) makes room.
+        self.assertEqual(self.delete(first.header("location")).code, 200)
+        self.assertEqual(self.stage(b"c").code, 201)
+
+    def test_bytesBound507(self):
+        self.assertEqual(self.stage(b"123456").code, 201)
+        self.assertError(self.stage(b"12345"), 507, "more than the 10 it may keep")
+        self.assertEqual(self.stage(b"1234").code, 201)
+
+    def test_unclaimedContentExpires(self):
+        location = self.stage(b"old").header("location")
+        self.clock.advance(30)
+        young = self.stage(b"young").header("location")
+        self.clock.advance(30)
+        self.assertError(self.get(location), 404)
+        self.assertError(
+            self.post("/restms/feed/pics", restms('<message><content href="%s"/></message>' % location)), 404
+        )
+        self.assertEqual(self.get(young).body, b"young")
+        self.clock.advance(30)
+        self.assertError(self.get(young), 404)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ConditionalTests(RestMSTestCase):
