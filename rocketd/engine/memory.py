@@ -870,14 +870,14 @@ class HeldMessage:
     A message as one pipe holds it (the L{Message} itself is shared).
 
     A content deleted from it (L{HeldContent.delete}) leaves this held
-    message only: C{contents} is then a tuple of its own, C{_kept} the
-    indices in the message of the contents it still has (content hashes
-    keep their index, so the others keep their URIs), and C{_modified}
+    message only: C{contents} is then a tuple of its own, and C{_trim}
+    holds the indices in the message of the contents it still has
+    (content hashes keep their index, so the others keep their URIs) and
     the time of the last deletion. Until then C{contents} I{is} the
-    message's, and those two slots are unset.
+    message's, and C{_trim} is unset.
     """
 
-    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created", "contents", "_kept", "_modified")
+    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created", "contents", "_trim")
 
     def __init__(self, hash, message, pipe, sequence, next, created):
         self.hash = hash
@@ -895,29 +895,29 @@ class HeldMessage:
 
     @property
     def modified(self):
-        return self.created if self.contents is self.message.contents else self._modified
+        return self.created if self.contents is self.message.contents else self._trim[1]
 
     @property
     def contentHashes(self):
         h = self.hash
         if self.contents is self.message.contents:
             return tuple(f"{h}.{i}" for i in range(len(self.contents)))
-        return tuple(f"{h}.{i}" for i in self._kept)
+        return tuple(f"{h}.{i}" for i in self._trim[0])
 
     def _holds(self, index: int) -> bool:
         """Whether the message's content C{index} is still part of this held message."""
         if self.contents is self.message.contents:
             return index < len(self.contents)
-        return index in self._kept
+        return index in self._trim[0]
 
     def _removeContent(self, index: int, now: float) -> None:
         if not self._holds(index):
             return
         everything = self.message.contents
-        kept = range(len(everything)) if self.contents is everything else self._kept
-        self._kept = tuple(i for i in kept if i != index)
-        self.contents = tuple(everything[i] for i in self._kept)
-        self._modified = now
+        kept = range(len(everything)) if self.contents is everything else self._trim[0]
+        kept = tuple(i for i in kept if i != index)
+        self._trim = (kept, now)
+        self.contents = tuple(everything[i] for i in kept)
 
     def __repr__(self):
         return f"<HeldMessage {self.sequence} {self.message.address!r} in {self.pipe.hash}>"

@@ -232,11 +232,11 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
     prefix = base + b"/restms/resource/"
     message = held.message
     contents = held.contents
-    if len(contents) != len(message.contents):
+    if contents is not message.contents and len(contents) != len(message.contents):
         # Some contents were deleted from this held message: its own
         # document, encoded for this answer only.
         message = dataclasses.replace(message, contents=contents, cache={})
-    contentHashes = held.contentHashes
+    contentHashes = None
     out = []
     append = out.append
     for shared, slot in _template(message, kind):
@@ -249,6 +249,8 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
         elif slot == _BASE:
             append(base)
         else:
+            if contentHashes is None:
+                contentHashes = held.contentHashes
             append(prefix)
             append(contentHashes[slot].encode("ascii"))
     return b"".join(out)
