@@ -73,6 +73,9 @@ class Rocketd:
             clock=reactor,
             pipeDepth=config.pipe_depth,
             feedBacklog=config.feed_backlog,
+            stageTTL=config.stage_ttl,
+            stageCount=config.stage_max_count,
+            stageBytes=config.stage_max_bytes,
         )
         self.vhosts = None
         self.frontend = None

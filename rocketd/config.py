@@ -56,6 +56,10 @@ class Config:
     @ivar pipe_depth: the most messages a pipe holds.
     @ivar feed_backlog: the most messages a rotator or service feed keeps
         while no join takes them.
+    @ivar stage_ttl: how long a content staged on a feed and claimed by no
+        message is kept, in seconds.
+    @ivar stage_max_count: the most such contents a feed keeps.
+    @ivar stage_max_bytes: the most bytes of such contents a feed keeps.
     @ivar token_ttl: how long a browser access token is valid, in seconds.
     @ivar event_backlog: the most triggered events a vhost keeps while no
         backend worker takes them.
@@ -85,6 +89,9 @@ class Config:
     pipe_depth: int = 10000
     anonymous: str = "loopback"
     feed_backlog: int = 10000
+    stage_ttl: float = 3600.0
+    stage_max_count: int = 1000
+    stage_max_bytes: int = 16777216
     token_ttl: float = 3600.0
     event_backlog: int = 1000
     event_backlog_age: float = 300.0
@@ -102,7 +109,17 @@ class Config:
 SECTIONS: Mapping[str, tuple] = MappingProxyType(
     {
         "rocketd": ("listen", "admin", "state_dir", "engine", "log_level", "access_log"),
-        "restms": ("max_body", "long_poll", "pipe_depth", "feed_backlog", "heartbeat", "anonymous"),
+        "restms": (
+            "max_body",
+            "long_poll",
+            "pipe_depth",
+            "feed_backlog",
+            "stage_ttl",
+            "stage_max_count",
+            "stage_max_bytes",
+            "heartbeat",
+            "anonymous",
+        ),
         "webrocket": (
             "token_ttl",
             "event_backlog",
@@ -215,6 +232,9 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "max_body": _positiveInt,
         "pipe_depth": _positiveInt,
         "feed_backlog": _positiveInt,
+        "stage_ttl": _positiveFloat,
+        "stage_max_count": _positiveInt,
+        "stage_max_bytes": _positiveInt,
         "event_backlog": _positiveInt,
         "long_poll": _positiveFloat,
         "heartbeat": _positiveFloat,

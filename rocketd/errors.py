@@ -39,5 +39,13 @@ class Forbidden(EngineError):
     """The operation is never allowed on that resource (a default join, a system feed...)."""
 
 
+class LimitReached(EngineError):
+    """
+    The engine keeps as much of something as it may (a feed's staged
+    contents): the operation can succeed once some is used, deleted or
+    expired.
+    """
+
+
 class ContentGone(NoSuchResource):
     """A staged content was already published or never existed."""

@@ -102,15 +102,16 @@ class IDomain(Interface):
 
         @param name: a public name (1-128 of C{[A-Za-z0-9._-]}, not starting
             with C{amq.}), or None for a private feed named by its hash.
-        @param type: one of L{FEED_TYPES}.
+        @param type: one of L{FEED_TYPES}, or None: the type of the existing
+            public feed of that name, whatever it is, else C{topic}.
         @param backlog: for a rotator or service feed, how many messages may
             wait for a join (None: the engine's default); the oldest is
             dropped and counted beyond it.
         @param backlogAge: for a rotator or service feed, how many seconds a
             message may wait for a join (None: the engine's default).
         @return: Deferred firing with C{(feed, created)}: the L{IFeed} and
-            True, or the existing public feed of that name and type and
-            False. Fails with L{rocketd.errors.InvalidName},
+            True, or the existing public feed of that name and type (or of
+            that name, when C{type} is None) and False. Fails with L{rocketd.errors.InvalidName},
             L{rocketd.errors.InvalidArgument} (unknown type) or
             L{rocketd.errors.Conflict} (the name exists with another type).
         """
@@ -181,9 +182,15 @@ class IFeed(IResource):
     def stageContent(content):
         """
         Keep a L{rocketd.engine.message.Content} on this feed until a message
-        published to this feed claims it with L{claimContent}.
+        published to this feed claims it with L{claimContent}, it is
+        deleted (L{IContent.delete}), or it expires: a staged content no
+        message has claimed is kept for a time the engine is configured
+        with. A feed keeps a bounded number of such contents, and of their
+        bytes (the engine's settings too).
 
-        @return: Deferred firing with the staged L{IContent}.
+        @return: Deferred firing with the staged L{IContent}; fails with
+            L{rocketd.errors.LimitReached}, with a sentence naming the
+            bound, when keeping it would exceed one.
         """
 
     def claimContent(hash):
@@ -192,8 +199,8 @@ class IFeed(IResource):
         content can be claimed once.
 
         @return: Deferred firing with the L{rocketd.engine.message.Content};
-            fails with L{rocketd.errors.ContentGone} if unknown or already
-            claimed, and with L{rocketd.errors.Forbidden} if it was staged
+            fails with L{rocketd.errors.ContentGone} if unknown, already
+            claimed, deleted or expired, and with L{rocketd.errors.Forbidden} if it was staged
             on another feed.
         """
 
@@ -340,13 +347,32 @@ class IHeldMessage(IResource):
     pipe = Attribute("The L{IPipe} holding it.")
     sequence = Attribute("Its position in the pipe: 1 for the pipe's first message ever, then +1.")
     next = Attribute("The hash the next message in this pipe takes (its asynclet when it is the newest).")
-    contentHashes = Attribute("A tuple: the hash of each of the message's contents, in order.")
+    contents = Attribute(
+        "A tuple: the message's contents that this held message still has, in order (all of them, "
+        "unless some were deleted from it with L{IContent.delete}; the version then grows by one "
+        "per deleted content)."
+    )
+    contentHashes = Attribute(
+        "A tuple: the hash of each of L{contents}, in the same order (a content keeps its hash "
+        "when another one is deleted)."
+    )
 
 
 class IContent(IResource):
     """A content: staged on a feed, or part of a held message."""
 
     content = Attribute("The L{rocketd.engine.message.Content}.")
+
+    def delete():
+        """
+        Delete the content. A staged content is gone: no message can claim
+        it any more. A content of a held message leaves that held message,
+        which keeps its other contents, properties and headers (the other
+        pipes holding the same message keep theirs). Deleting a content
+        already gone is not an error.
+
+        @return: Deferred firing with None.
+        """
 
 
 class IAsynclet(IResource):

@@ -72,3 +72,25 @@ class RocketdSiteTests(TestCase):
             lines = f.readlines()
         self.assertEqual(len(lines), 1)
         self.assertIn('"GET /restms/domain/ HTTP/1.1" 200', lines[0])
+
+
+class RocketdEngineSettingsTests(TestCase):
+    def test_stageSettingsReachTheEngine(self):
+        """The [restms] stage_* keys bound the engine's staged contents, on the daemon's reactor."""
+        from rocketd.engine.message import Content
+        from rocketd.errors import LimitReached, NoSuchResource
+
+        state = self.mktemp()
+        os.makedirs(state)
+        config = Config(state_dir=state, stage_ttl=5, stage_max_count=2, stage_max_bytes=3)
+        reactor = MemoryReactorClock()
+        rocketd = Rocketd(config, reactor)
+        self.successResultOf(rocketd.start())
+        domain = self.successResultOf(rocketd.engine.getDomain("default"))
+        feed = self.successResultOf(domain.getFeed("default"))
+        first = self.successResultOf(feed.stageContent(Content("text/plain", b"a")))
+        self.successResultOf(feed.stageContent(Content("text/plain", b"b")))
+        self.failureResultOf(feed.stageContent(Content("text/plain", b"c")), LimitReached)
+        reactor.advance(5)
+        self.failureResultOf(rocketd.engine.lookup(first.hash), NoSuchResource)
+        self.failureResultOf(feed.stageContent(Content("text/plain", b"four")), LimitReached)

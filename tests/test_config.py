@@ -63,6 +63,7 @@ class DefaultsTests(ConfigTestCase):
         self.assertEqual(config.heartbeat, 15.0)
         self.assertEqual(config.pipe_depth, 10000)
         self.assertEqual(config.feed_backlog, 10000)
+        self.assertEqual((config.stage_ttl, config.stage_max_count, config.stage_max_bytes), (3600.0, 1000, 16777216))
         self.assertEqual(config.token_ttl, 3600.0)
         self.assertEqual(config.event_backlog, 1000)
         self.assertEqual(config.event_backlog_age, 300.0)
@@ -239,6 +240,18 @@ class FileTests(ConfigTestCase):
         for key in ("token_ttl", "event_backlog", "event_backlog_age"):
             path = self.writeConfig(f"[webrocket]\n{key} = lots\n")
             self.assertConfigError(path, {}, path, "[webrocket]", key, "'lots'")
+
+    def test_stageKeys(self):
+        """The staged content bounds are [restms] keys: a positive time, count and size."""
+        path = self.writeConfig("[restms]\nstage_ttl = 90\nstage_max_count = 5\nstage_max_bytes = 4096\n")
+        self.assertEqual(loadConfig(path, {}), Config(stage_ttl=90.0, stage_max_count=5, stage_max_bytes=4096))
+        for key, value, words in (
+            ("stage_ttl", "0", "greater than zero"),
+            ("stage_max_count", "1.5", "whole number"),
+            ("stage_max_bytes", "-1", "greater than zero"),
+        ):
+            path = self.writeConfig(f"[restms]\n{key} = {value}\n")
+            self.assertConfigError(path, {}, path, "[restms]", key, words)
 
     def test_notAWholeNumber(self):
         """Counts and sizes are whole numbers."""

@@ -23,7 +23,15 @@ from zope.interface.verify import verifyObject
 
 from rocketd.engine.memory import MemoryEngine
 from rocketd.engine.message import Content, Message
-from rocketd.errors import Conflict, ContentGone, Forbidden, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.errors import (
+    Conflict,
+    ContentGone,
+    Forbidden,
+    InvalidArgument,
+    InvalidName,
+    LimitReached,
+    NoSuchResource,
+)
 from rocketd.interfaces import (
     DEFAULT_FEED,
     IAsynclet,
@@ -46,11 +54,15 @@ def addresses(held):
 class EngineContractTests:
     """
     The contract tests. C{makeEngine} must build the engine with
-    C{pipeDepth=PIPE_DEPTH}, C{feedBacklog=FEED_BACKLOG} and no backlog age.
+    C{pipeDepth=PIPE_DEPTH}, C{feedBacklog=FEED_BACKLOG}, no backlog age,
+    and feeds that keep at most C{STAGE_COUNT} unclaimed staged contents
+    and C{STAGE_BYTES} bytes of them.
     """
 
     PIPE_DEPTH = 8
     FEED_BACKLOG = 8
+    STAGE_COUNT = 4
+    STAGE_BYTES = 64
     #: Seconds a test may take (a networked engine may override it).
     timeout = 10
 
@@ -224,6 +236,25 @@ class EngineContractTests:
         default, created = yield domain.createFeed(DEFAULT_FEED, "direct")
         self.assertFalse(created)
         self.assertTrue(default.isDefault)
+
+    @inlineCallbacks
+    def test_feedCreateWithoutType(self):
+        """With no type, an existing public feed comes back whatever its type; a new one is a topic feed."""
+        domain = yield self.newDomain()
+        for type in ("fanout", "service", "system"):
+            feed = yield self.feed(domain, type, "f-" + type)
+            same, created = yield domain.createFeed("f-" + type, None)
+            self.assertIs(same, feed)
+            self.assertFalse(created)
+        default, created = yield domain.createFeed(DEFAULT_FEED, None)
+        self.assertTrue(default.isDefault)
+        self.assertFalse(created)
+        new, created = yield domain.createFeed("fresh", None)
+        self.assertTrue(created)
+        self.assertEqual(new.type, "topic")
+        private, created = yield domain.createFeed(None, None)
+        self.assertTrue(created)
+        self.assertEqual(private.type, "topic")
 
     @inlineCallbacks
     def test_feedNamesAndTypes(self):
@@ -780,6 +811,92 @@ class EngineContractTests:
         for h in held.contentHashes:
             yield self.assertFailure(self.engine.lookup(h), NoSuchResource)
 
+    @inlineCallbacks
+    def test_deleteHeldContent(self):
+        """
+        Deleting a content of a held message takes it out of that held
+        message only: the others stay, with their hashes.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        pipe = yield self.newPipe(domain)
+        other = yield self.newPipe(domain)
+        yield pipe.join(feed)
+        yield other.join(feed)
+        contents = tuple(Content("text/plain", b"%d" % i) for i in range(3))
+        yield feed.publish([Message(address="a", headers={"h": "v"}, properties={"message_id": "m"}, contents=contents)])
+        [held] = yield self.held(pipe, 1)
+        hashes, version = held.contentHashes, held.version
+        self.assertEqual(held.contents, contents)
+        content = yield self.engine.lookup(hashes[1])
+        self.assertIsNone((yield content.delete()))
+        yield self.assertFailure(self.engine.lookup(hashes[1]), NoSuchResource)
+        [again] = yield pipe.listMessages()
+        self.assertIs(again, held)
+        self.assertEqual(held.contents, (contents[0], contents[2]))
+        self.assertEqual(held.contentHashes, (hashes[0], hashes[2]))
+        self.assertGreater(held.version, version)
+        self.assertEqual((held.message.headers, held.message.properties), ({"h": "v"}, {"message_id": "m"}))
+        for h, body in ((hashes[0], contents[0]), (hashes[2], contents[2])):
+            found = yield self.engine.lookup(h)
+            self.assertEqual(found.content, body)
+        # Already gone: not an error, and nothing else changes.
+        yield content.delete()
+        self.assertEqual(held.contentHashes, (hashes[0], hashes[2]))
+        # The other pipe's copy keeps all three.
+        [theirs] = yield self.held(other, 1)
+        self.assertEqual(theirs.contents, contents)
+        self.assertEqual(len(theirs.contentHashes), 3)
+        # A content of a message removed meanwhile: nothing to do.
+        last = yield self.engine.lookup(hashes[2])
+        yield pipe.remove(held.hash)
+        yield last.delete()
+
+    @inlineCallbacks
+    def test_deleteStagedContent(self):
+        """A deleted staged content can't be found or claimed."""
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        staged = yield feed.stageContent(Content("text/plain", b"x"))
+        self.assertIsNone((yield staged.delete()))
+        yield self.assertFailure(self.engine.lookup(staged.hash), NoSuchResource)
+        yield self.assertFailure(feed.claimContent(staged.hash), ContentGone)
+        yield staged.delete()
+
+    @inlineCallbacks
+    def test_stageBounds(self):
+        """
+        A feed keeps a bounded number and size of staged contents that no
+        message has claimed: beyond either bound staging fails with
+        LimitReached, until some is claimed or deleted.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout", "f")
+        other = yield self.feed(domain, "fanout", "g")
+        small = Content("text/plain", b"x")
+        staged = []
+        for _ in range(self.STAGE_COUNT):
+            staged.append((yield feed.stageContent(small)))
+        yield self.assertFailure(feed.stageContent(small), LimitReached)
+        # The bound is the feed's own.
+        yield other.stageContent(small)
+        # A claimed content, and a deleted one, free their place.
+        yield feed.claimContent(staged[0].hash)
+        yield feed.stageContent(small)
+        yield staged[1].delete()
+        yield feed.stageContent(small)
+        yield self.assertFailure(feed.stageContent(small), LimitReached)
+        # Bytes: up to STAGE_BYTES in all, not one more.
+        sized = yield self.feed(domain, "fanout", "h")
+        big = yield sized.stageContent(Content("application/octet-stream", b"b" * (self.STAGE_BYTES - 1)))
+        yield self.assertFailure(sized.stageContent(Content("text/plain", b"bb")), LimitReached)
+        yield self.assertFailure(other.stageContent(Content("text/plain", b"b" * (self.STAGE_BYTES + 1))), LimitReached)
+        last = yield sized.stageContent(small)
+        yield self.assertFailure(sized.stageContent(small), LimitReached)
+        yield big.delete()
+        yield sized.claimContent(last.hash)
+        yield sized.stageContent(Content("text/plain", b"b" * self.STAGE_BYTES))
+
     # -- system feeds --
 
     @inlineCallbacks
@@ -1016,7 +1133,13 @@ class MemoryEngineContractTests(EngineContractTests, TestCase):
 
     def makeEngine(self):
         clock = Clock()
-        engine = MemoryEngine(clock, pipeDepth=self.PIPE_DEPTH, feedBacklog=self.FEED_BACKLOG)
+        engine = MemoryEngine(
+            clock,
+            pipeDepth=self.PIPE_DEPTH,
+            feedBacklog=self.FEED_BACKLOG,
+            stageCount=self.STAGE_COUNT,
+            stageBytes=self.STAGE_BYTES,
+        )
         return engine, clock
 
 

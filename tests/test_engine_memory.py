@@ -12,8 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from rocketd.engine._hashes import HashSource
 from rocketd.engine._topic import BadPattern, TopicTrie, parsePattern, splitWords, topicMatches
 from rocketd.engine.memory import MemoryEngine
-from rocketd.engine.message import Message
-from rocketd.errors import Conflict, Forbidden, NoSuchResource
+from rocketd.engine.message import Content, Message
+from rocketd.errors import Conflict, ContentGone, Forbidden, LimitReached, NoSuchResource
 
 
 def bruteMatch(pattern, address):
@@ -215,6 +215,88 @@ class BacklogTests(EngineTestMixin, SynchronousTestCase):
         other = self.pipe()
         self.successResultOf(other.join(feed))
         self.assertEqual(self.held(other), ["b.1"])
+
+
+class StagingTests(EngineTestMixin, SynchronousTestCase):
+    """Staged contents that no message claims expire on the clock, under one timer."""
+
+    def stage(self, feed, body=b"x"):
+        return self.successResultOf(feed.stageContent(Content("text/plain", body)))
+
+    def test_unclaimedContentsExpire(self):
+        """A staged content goes stageTTL seconds after it was staged (lookup and claim fail)."""
+        self.makeEngine(stageTTL=10)
+        feed = self.feed("fanout", "f")
+        first = self.stage(feed)
+        self.clock.advance(4)
+        second = self.stage(feed)
+        self.clock.advance(5.5)
+        self.successResultOf(self.engine.lookup(first.hash))
+        self.clock.advance(0.5)
+        self.failureResultOf(self.engine.lookup(first.hash), NoSuchResource)
+        self.failureResultOf(feed.claimContent(first.hash), ContentGone)
+        self.assertEqual(self.successResultOf(feed.claimContent(second.hash)).body, b"x")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_expiryFreesTheBounds(self):
+        """An expired content no longer counts against its feed's bounds."""
+        self.makeEngine(stageTTL=10, stageCount=1)
+        feed = self.feed("fanout", "f")
+        self.stage(feed)
+        self.failureResultOf(feed.stageContent(Content("text/plain", b"y")), LimitReached)
+        self.clock.advance(10)
+        self.stage(feed)
+
+    def test_oneTimer(self):
+        """
+        However many contents are staged, on however many feeds, one timer
+        waits, due at the oldest's expiry; none is left once none is staged,
+        nor after the engine stops.
+        """
+        engine = self.makeEngine(stageTTL=10)
+        feeds = [self.feed("fanout", "f%d" % i) for i in range(3)]
+        staged = []
+        for i in range(9):
+            staged.append(self.stage(feeds[i % 3]))
+            self.clock.advance(1)
+        [timer] = self.clock.getDelayedCalls()
+        self.assertEqual(timer.getTime(), 1010)
+        self.clock.advance(1)  # t=1010: the first expires; the next is due at 1011
+        self.failureResultOf(engine.lookup(staged[0].hash), NoSuchResource)
+        self.assertEqual([call.getTime() for call in self.clock.getDelayedCalls()], [1011])
+        for content in staged[1:5]:
+            self.successResultOf(content.delete())
+        self.successResultOf(feeds[0].delete())
+        self.successResultOf(feeds[1].claimContent(staged[7].hash))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(staged[5].delete())
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(staged[8].delete())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.stage(feeds[2])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(engine.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_dueBeforeItsTimerRuns(self):
+        """A content whose time is up can't be claimed, even before the timer has run."""
+        self.makeEngine(stageTTL=10)
+        feed = self.feed("fanout", "f")
+        staged = self.stage(feed)
+        self.clock.rightNow += 10
+        self.failureResultOf(feed.claimContent(staged.hash), ContentGone)
+
+    def test_limitSentences(self):
+        """The bound a stage hits is named, with the feed."""
+        self.makeEngine(stageCount=1, stageBytes=4)
+        feed = self.feed("fanout", "pics")
+        self.stage(feed, b"abc")
+        failure = self.failureResultOf(feed.stageContent(Content("text/plain", b"d")), LimitReached)
+        self.assertIn("'pics' already keeps 1 staged contents", failure.value.message)
+        other = self.feed("fanout")
+        failure = self.failureResultOf(other.stageContent(Content("text/plain", b"defgh")), LimitReached)
+        self.assertIn("This feed can't keep 5 more bytes", failure.value.message)
+        self.assertIn("more than the 4 it may keep", failure.value.message)
 
 
 class IndexTests(EngineTestMixin, SynchronousTestCase):
@@ -557,6 +639,27 @@ class EngineTests(EngineTestMixin, SynchronousTestCase):
         for bad in (held.hash + ".1", held.hash + ".00", held.hash + ".-1", held.hash + ".\u0663", pipe.hash + ".0"):
             self.failureResultOf(self.engine.lookup(bad), NoSuchResource)
 
+    def test_deletedContentDatesItsMessage(self):
+        """Deleting a held message's content stamps the message with the clock; its hash changes nothing else."""
+        self.makeEngine()
+        feed = self.feed("fanout", "f")
+        pipe = self.pipe()
+        self.successResultOf(pipe.join(feed))
+        from rocketd.engine.message import Content
+
+        contents = (Content("text/plain", b"x"), Content("text/plain", b"y"))
+        self.successResultOf(feed.publish([Message(address="a", contents=contents)]))
+        [held] = self.successResultOf(pipe.listMessages())
+        self.assertEqual((held.modified, held.version), (1000, 1))
+        self.clock.advance(5)
+        content = self.successResultOf(self.engine.lookup(held.hash + ".0"))
+        self.successResultOf(content.delete())
+        self.assertEqual((held.modified, held.version), (1005, 2))
+        self.failureResultOf(self.engine.lookup(held.hash + ".0"), NoSuchResource)
+        self.assertEqual(held.contentHashes, (held.hash + ".1",))
+        # The shared message is untouched.
+        self.assertEqual(held.message.contents, contents)
+
     def test_forbiddenJoinDelete(self):
         self.makeEngine()
         pipe = self.pipe()
@@ -575,6 +678,8 @@ class EngineTests(EngineTestMixin, SynchronousTestCase):
     def test_badSettings(self):
         self.assertRaises(ValueError, MemoryEngine, Clock(), pipeDepth=0)
         self.assertRaises(ValueError, MemoryEngine, Clock(), feedBacklog=-1)
+        for bad in ({"stageTTL": 0}, {"stageCount": 0}, {"stageBytes": 0}):
+            self.assertRaises(ValueError, MemoryEngine, Clock(), **bad)
 
     def test_asyncletObjectKeepsItsHash(self):
         """A looked-up asynclet keeps naming the same message after it arrives."""

@@ -86,10 +86,13 @@ def heldOf(pipeDocument):
 class RestMSTestCase(TestCase):
     """An engine with its default domain, the app mounted at /restms, and a client."""
 
+    #: The engine's settings (keyword arguments of L{MemoryEngine}).
+    engineSettings: dict = {}
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_000_000)
-        self.engine = MemoryEngine(self.clock)
+        self.engine = MemoryEngine(self.clock, **self.engineSettings)
         self.successResultOf(self.engine.createDomain("default", "Default domain"))
         self.app = RestMSApp(self.engine, self.clock, longPoll=LONG_POLL, heartbeat=HEARTBEAT)
         self.root = Resource()
@@ -342,6 +345,31 @@ class DomainTests(RestMSTestCase):
         self.assertEqual(again.code, 200)
         self.assertEqual(again.header("location"), first.header("location"))
         self.assertEqual(again.document().find("feed").get("type"), "topic")
+
+    def test_createExistingFeedWithoutType(self):
+        """
+        A client that names no type asked for nothing that conflicts: the
+        existing feed comes back (200, Location, its document), whatever
+        its type.
+        """
+        first = self.createFeed("news", "fanout")
+        for body, headers in (
+            (restms('<feed name="news"/>'), {}),
+            (restms('<feed name="news" type=""/>'), {}),
+            (restms("<feed/>"), {"Slug": "news"}),
+            (b"", {"Slug": "news"}),
+        ):
+            again = self.post("/restms/domain/", body, **headers)
+            self.assertEqual(again.code, 200, body)
+            self.assertEqual(again.header("location"), first.header("location"))
+            self.assertEqual(again.document().find("feed").get("type"), "fanout")
+        again = self.post(
+            "/restms/domain/", json.dumps({"restms": {"feed": [{"name": "news"}]}}).encode(), JSON, Accept=JSON
+        )
+        self.assertEqual(again.code, 200)
+        self.assertEqual(json.loads(again.body)["restms"]["feed"][0]["type"], "fanout")
+        self.assertEqual(self.post("/restms/domain/", restms('<feed name="fresh"/>')).code, 201)
+        self.assertEqual(self.get("/restms/feed/fresh").document().find("feed").get("type"), "topic")
 
     def test_createFeedConflict(self):
         self.createFeed("news", "topic")
@@ -604,11 +632,16 @@ class JoinTests(RestMSTestCase):
         self.assertEqual(self.join(self.pipe, private).code, 201)
         self.assertEqual(self.join(self.pipe, path(private), "z").code, 201)
 
-    def test_unknownFeed404(self):
-        response = self.post(self.pipe, restms('<join address="*" feed="/restms/feed/nosuch"/>'))
-        self.assertError(response, 404, "/restms/feed/nosuch")
-        response = self.post(self.pipe, restms('<join address="*" feed="/restms/resource/nosuch"/>'))
-        self.assertError(response, 404, "/restms/resource/nosuch")
+    def test_unknownFeed400(self):
+        """
+        A join onto a feed that does not exist is 400, naming the feed: the
+        document is wrong, the pipe is there (a 404 would say it is gone).
+        """
+        for feed in ("/restms/feed/nosuch", "/restms/resource/nosuch", BASE + "/restms/feed/nosuch", "nosuch"):
+            response = self.post(self.pipe, restms('<join address="*" feed="%s"/>' % feed))
+            self.assertError(response, 400, "feed %s," % feed)
+        self.assertEqual(self.get(self.pipe).code, 200)
+        self.assertEqual(len(self.get(self.pipe).document().find("pipe").findAll("join")), 1)
 
     def test_notAFeed400(self):
         self.assertError(self.post(self.pipe, restms('<join address="*" feed="%s"/>' % self.pipe)), 400, "not a feed")
@@ -829,7 +862,72 @@ class MessageTests(RestMSTestCase):
         content = self.get(href).document().find("message").find("content").get("href")
         self.assertError(self.put(content, b"y", "text/plain"), 403)
         self.assertError(self.post(content, b"y", "text/plain"), 403)
-        self.assertError(self.delete(content), 403)
+
+    def test_deleteContentOfHeldMessage(self):
+        """
+        The drafts' clients GET, then DELETE, each content of a message they
+        receive: the content goes, the message stays held with the rest.
+        """
+        other, _ = self.createPipe()
+        self.join(other, "/restms/feed/news")
+        self.publish(
+            "/restms/feed/news",
+            '<message address="a.b" message_id="m1" reply_to="r"><header name="h" value="v"/>'
+            '<content type="text/plain">one</content><content type="text/x-two">two</content>'
+            '<content type="text/plain">three</content></message>',
+        )
+        href = self.held()[0].get("href")
+        before = self.get(href)
+        hrefs = [c.get("href") for c in before.document().find("message").findAll("content")]
+        self.assertEqual(len(hrefs), 3)
+        self.assertEqual(self.get(hrefs[1]).body, b"two")
+        response = self.delete(hrefs[1])
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertError(self.get(hrefs[1]), 404)
+        self.assertEqual([self.get(h).body for h in (hrefs[0], hrefs[2])], [b"one", b"three"])
+        # Still held, with its properties, headers and other contents; the
+        # document lists what is left (XML and JSON), and its tag changed.
+        [summary] = self.held()
+        self.assertEqual((summary.get("href"), summary.get("message_id")), (href, "m1"))
+        after = self.get(href)
+        self.assertNotEqual(after.header("etag"), before.header("etag"))
+        self.assertEqual(self.get(href, **{"If-None-Match": before.header("etag")}).code, 200)
+        message = after.document().find("message")
+        self.assertEqual((message.get("address"), message.get("reply_to")), ("a.b", "r"))
+        self.assertEqual([(h.get("name"), h.get("value")) for h in message.findAll("header")], [("h", "v")])
+        contents = message.findAll("content")
+        self.assertEqual([c.get("href") for c in contents], [hrefs[0], hrefs[2]])
+        self.assertEqual([c.text for c in contents], ["one", "three"])
+        data = json.loads(self.get(href, Accept=JSON).body)["restms"]["message"][0]
+        self.assertEqual([(c["href"], c["$text"]) for c in data["content"]], [(hrefs[0], "one"), (hrefs[2], "three")])
+        # Deleting it again is done already; If-Match on a gone content can't hold.
+        self.assertEqual(self.delete(hrefs[1]).code, 200)
+        self.assertError(self.delete(hrefs[1], **{"If-Match": "*"}), 412)
+        # A stale If-Match leaves the content alone.
+        self.assertError(self.delete(hrefs[0], **{"If-Match": '"stale"'}), 412)
+        self.assertEqual(self.get(hrefs[0]).code, 200)
+        # The same message in another pipe keeps every content.
+        otherHref = heldOf(self.get(other).document())[0].get("href")
+        self.assertEqual(len(self.get(otherHref).document().find("message").findAll("content")), 3)
+        # The client deletes the rest, then the message.
+        for h in (hrefs[0], hrefs[2]):
+            self.assertEqual(self.delete(h).code, 200)
+        message = self.get(href).document().find("message")
+        self.assertEqual((message.get("message_id"), message.findAll("content")), ("m1", []))
+        self.assertEqual(self.delete(href).code, 200)
+        self.assertEqual(self.held(), [])
+
+    def test_deleteStagedContent(self):
+        """A staged content nobody claimed can be deleted: then it is gone, and no message can claim it."""
+        location = self.post("/restms/feed/news", b"draft", "text/plain").header("location")
+        response = self.delete(location)
+        self.assertEqual((response.code, response.body), (200, b""))
+        self.assertError(self.get(location), 404)
+        self.assertEqual(self.delete(location).code, 200)
+        self.assertError(
+            self.post("/restms/feed/news", restms('<message><content href="%s"/></message>' % location)), 404
+        )
+        self.assertEqual(self.held(), [])
 
     def test_deletingAMessageDeletesItsContents(self):
         self.publish("/restms/feed/news", '<message address="a"><content>x</content></message>')
@@ -929,6 +1027,51 @@ class MessageTests(RestMSTestCase):
         message = self.get(self.held()[0].get("href")).document().find("message")
         self.assertEqual(message.get("address"), sneaky)
         self.assertEqual(message.get("reply_to"), "@@h@@")
+
+
+class StagingLimitTests(RestMSTestCase):
+    """Staged contents no message claims: bounded per feed (507 beyond), and they expire."""
+
+    engineSettings = {"stageTTL": 60, "stageCount": 2, "stageBytes": 10}
+
+    def setUp(self):
+        RestMSTestCase.setUp(self)
+        self.createFeed("pics", "fanout")
+
+    def stage(self, body):
+        return self.post("/restms/feed/pics", body, "application/octet-stream")
+
+    def test_countBound507(self):
+        first = self.stage(b"a")
+        self.assertEqual((first.code, self.stage(b"b").code), (201, 201))
+        response = self.stage(b"c")
+        self.assertError(response, 507, "The feed 'pics' already keeps 2 staged contents")
+        self.assertIsNone(response.header("location"))
+        # Another feed has its own bound.
+        self.createFeed("other", "fanout")
+        self.assertEqual(self.post("/restms/feed/other", b"c", "text/plain").code, 201)
+        # Deleting one (or publishing it) makes room.
+        self.assertEqual(self.delete(first.header("location")).code, 200)
+        self.assertEqual(self.stage(b"c").code, 201)
+
+    def test_bytesBound507(self):
+        self.assertEqual(self.stage(b"123456").code, 201)
+        self.assertError(self.stage(b"12345"), 507, "more than the 10 it may keep")
+        self.assertEqual(self.stage(b"1234").code, 201)
+
+    def test_unclaimedContentExpires(self):
+        location = self.stage(b"old").header("location")
+        self.clock.advance(30)
+        young = self.stage(b"young").header("location")
+        self.clock.advance(30)
+        self.assertError(self.get(location), 404)
+        self.assertError(
+            self.post("/restms/feed/pics", restms('<message><content href="%s"/></message>' % location)), 404
+        )
+        self.assertEqual(self.get(young).body, b"young")
+        self.clock.advance(30)
+        self.assertError(self.get(young), 404)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ConditionalTests(RestMSTestCase):
@@ -1410,6 +1553,20 @@ class StreamTests(RestMSTestCase):
         self.assertEqual(len(heldOf(self.get(self.pipe).document())), 1)
         self.connection.transport.producer.resumeProducing()
         self.assertEqual([f["event"] for f in self.events()], [b"slow"])
+
+
+    def test_sseWithoutDeletedContent(self):
+        """A content deleted while its message waits in a stream pipe is not in the event."""
+        self.connection.send("GET", path(self.pipe), [("Accept", "text/event-stream")])
+        self.connection.transport.producer.pauseProducing()
+        self.publish("/restms/feed/news", '<message address="m"><content>keep</content><content>drop</content></message>')
+        href = heldOf(self.get(self.pipe).document())[0].get("href")
+        contents = self.get(href).document().find("message").findAll("content")
+        self.assertEqual(self.delete(contents[1].get("href")).code, 200)
+        self.connection.transport.producer.resumeProducing()
+        [frame] = self.events()
+        data = json.loads(frame["data"])["restms"]["message"][0]
+        self.assertEqual([c["$text"] for c in data["content"]], ["keep"])
 
 
 class MiscellaneousTests(RestMSTestCase):

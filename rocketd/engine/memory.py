@@ -22,6 +22,11 @@ Decisions where the profile leaves room:
    join's address, C{feed} and C{pipe} headers carry the hashes.
  - A consumer that raises is logged and its message counts as handed.
  - L{Pipe.consume} hands the held messages before its Deferred fires.
+ - A content staged on a feed and claimed by no message is kept at most
+   C{stageTTL} seconds (one timer for the engine, due when the oldest one
+   expires); a feed keeps at most C{stageCount} of them and
+   C{stageBytes} bytes of them, and staging beyond that fails with
+   L{LimitReached}.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Dict, Optional
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -42,7 +47,15 @@ from rocketd.engine._rotator import Rotation
 from rocketd.engine._routers import ROUTERS
 from rocketd.engine._topic import BadPattern, parsePattern, splitWords, topicMatches
 from rocketd.engine.message import Content, Message
-from rocketd.errors import Conflict, ContentGone, Forbidden, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.errors import (
+    Conflict,
+    ContentGone,
+    Forbidden,
+    InvalidArgument,
+    InvalidName,
+    LimitReached,
+    NoSuchResource,
+)
 from rocketd.interfaces import (
     DEFAULT_FEED,
     FEED_TYPES,
@@ -120,25 +133,51 @@ class MemoryEngine:
 
     log = Logger()
 
-    def __init__(self, clock, pipeDepth: int = 10000, feedBacklog: int = 10000, backlogAge: Optional[float] = None):
+    def __init__(
+        self,
+        clock,
+        pipeDepth: int = 10000,
+        feedBacklog: int = 10000,
+        backlogAge: Optional[float] = None,
+        stageTTL: float = 3600.0,
+        stageCount: int = 1000,
+        stageBytes: int = 16777216,
+    ):
         """
-        @param clock: an L{IReactorTime}: timestamps and backlog expiry.
+        @param clock: an L{IReactorTime}: timestamps, backlog and staged
+            content expiry.
         @param pipeDepth: how many messages a pipe holds before it drops
             its oldest.
         @param feedBacklog: how many messages a rotator or service feed
             keeps for a join by default.
         @param backlogAge: how many seconds such a message may wait by
             default (None: no limit).
+        @param stageTTL: how many seconds a staged content that no message
+            has claimed is kept.
+        @param stageCount: how many such contents a feed keeps at most.
+        @param stageBytes: how many bytes of such contents a feed keeps at
+            most.
         """
         if pipeDepth < 1:
             raise ValueError("pipeDepth must be at least 1")
         if feedBacklog < 0:
             raise ValueError("feedBacklog must not be negative")
+        if not stageTTL > 0:
+            raise ValueError("stageTTL must be greater than zero")
+        if stageCount < 1 or stageBytes < 1:
+            raise ValueError("stageCount and stageBytes must be at least 1")
         self._engine = self
         self._clock = clock
         self._pipeDepth = pipeDepth
         self._feedBacklog = feedBacklog
         self._backlogAge = backlogAge
+        self._stageTTL = stageTTL
+        self._stageCount = stageCount
+        self._stageBytes = stageBytes
+        #: Every staged content of the engine, oldest first (they all
+        #: expire after the same time), and the timer of the oldest's expiry.
+        self._stagedOrder: "OrderedDict[str, StagedContent]" = OrderedDict()
+        self._stageTimer = None
         self._hashes = HashSource()
         self._drawHash = self._hashes.draw
         self._registry: Dict[str, object] = {}
@@ -179,6 +218,38 @@ class MemoryEngine:
 
     def _countDropped(self, n):
         self.stats["dropped"] += n
+
+    def _keepStaged(self, staged):
+        """Keep a new staged content until it expires."""
+        self._stagedOrder[staged.hash] = staged
+        if self._stageTimer is None:
+            self._stageTimer = self._clock.callLater(self._stageTTL, self._expireStaged)
+
+    def _forgetStaged(self, staged):
+        """A staged content is gone (claimed, deleted, expired, its feed deleted)."""
+        order = self._stagedOrder
+        order.pop(staged.hash, None)
+        if not order and self._stageTimer is not None:
+            if self._stageTimer.active():
+                self._stageTimer.cancel()
+            self._stageTimer = None
+
+    def _expireStaged(self):
+        """Drop the staged contents that are due; wait for the next one."""
+        self._stageTimer = None
+        order = self._stagedOrder
+        now = self._clock.seconds()
+        expired = 0
+        while order:
+            staged = next(iter(order.values()))
+            due = staged.created + self._stageTTL
+            if due > now:
+                self._stageTimer = self._clock.callLater(due - now, self._expireStaged)
+                break
+            staged._feed._unstage(staged)
+            expired += 1
+        if expired:
+            self.log.debug("{count} staged contents expired", count=expired)
 
     # -- IEngine --
 
@@ -224,12 +295,16 @@ class MemoryEngine:
         base, dot, index = hash.rpartition(".")
         if dot and index.isascii() and index.isdigit() and str(int(index)) == index:
             held = self._registry.get(base)
-            if type(held) is HeldMessage and int(index) < len(held.message.contents):
+            if type(held) is HeldMessage and held._holds(int(index)):
                 return HeldContent(held, int(index))
         raise NoSuchResource("There is no such resource.")
 
     @_operation
     def stop(self):
+        if self._stageTimer is not None:
+            if self._stageTimer.active():
+                self._stageTimer.cancel()
+            self._stageTimer = None
         for domain in list(self._domains.values()):
             for pipe in list(domain._pipes.values()):
                 pipe._cancelWaits()
@@ -310,14 +385,16 @@ class Domain:
                 raise InvalidName(
                     "A feed name is 1 to 128 characters of letters, digits, '.', '_' and '-', not starting with 'amq.'."
                 )
-        if type not in FEED_TYPES:
+        if type is not None and type not in FEED_TYPES:
             raise InvalidArgument(f"Unknown feed type {type!r}; the types are {', '.join(FEED_TYPES)}.")
         if name is not None:
             existing = self._feeds.get(name)
             if existing is not None:
-                if existing.type != type:
+                if type is not None and existing.type != type:
                     raise Conflict(f"The feed {name!r} exists with type {existing.type!r}.")
                 return (existing, False)
+        if type is None:
+            type = "topic"
         _checkText(title, "title")
         _checkText(license, "license")
         if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0):
@@ -380,11 +457,16 @@ class StagedContent:
     """A content staged on a feed, waiting for a message to claim it."""
 
     def __init__(self, feed, content: Content, now: float):
-        self.hash = feed._engine._newHash()
+        self._engine = feed._engine
+        self.hash = self._engine._newHash()
         self.content = content
         self.created = self.modified = now
         self.version = 1
         self._feed = feed
+
+    @_operation
+    def delete(self):
+        self._feed._unstage(self)
 
 
 @implementer(IFeed)
@@ -410,6 +492,7 @@ class Feed(_Resource):
         self._pipeJoins: Dict[Pipe, int] = {}
         self._shared = 0  # pipes with more than one join onto this feed
         self._staged: Dict[str, StagedContent] = {}
+        self._stagedBytes = 0
         self._fan: Optional[_Fan] = None
         if type in _ROTATING:
             self._router = None
@@ -545,10 +628,8 @@ class Feed(_Resource):
         self._deleted = True
         for join in list(self._joins):
             join._detach()
-        registry = self._engine._registry
-        for staged in self._staged.values():
-            registry.pop(staged.hash, None)
-        self._staged.clear()
+        for staged in list(self._staged.values()):
+            self._unstage(staged)
         if self._rotation is not None:
             lost = self._rotation.stop()
             if lost:
@@ -587,22 +668,47 @@ class Feed(_Resource):
         self._checkLive()
         if not isinstance(content, Content):
             raise InvalidArgument("Only a Content can be staged.")
-        staged = StagedContent(self, content, self._engine._clock.seconds())
+        engine = self._engine
+        which = f"The feed {self.name!r}" if self.name is not None else "This feed"
+        if len(self._staged) >= engine._stageCount:
+            raise LimitReached(
+                f"{which} already keeps {len(self._staged)} staged contents that no message has claimed, "
+                "as many as it may: publish or delete some, or wait until they expire."
+            )
+        if self._stagedBytes + content.length > engine._stageBytes:
+            raise LimitReached(
+                f"{which} can't keep {content.length} more bytes of staged contents: with the "
+                f"{self._stagedBytes} bytes that no message has claimed yet, that is more than the "
+                f"{engine._stageBytes} it may keep; publish or delete some, or wait until they expire."
+            )
+        staged = StagedContent(self, content, engine._clock.seconds())
         self._staged[staged.hash] = staged
-        self._engine._registry[staged.hash] = staged
+        self._stagedBytes += content.length
+        engine._registry[staged.hash] = staged
+        engine._keepStaged(staged)
         return staged
 
     @_operation
     def claimContent(self, hash):
         self._checkLive()
-        staged = self._staged.pop(hash, None) if isinstance(hash, str) else None
+        staged = self._staged.get(hash) if isinstance(hash, str) else None
         if staged is None:
             other = self._engine._registry.get(hash) if isinstance(hash, str) else None
             if isinstance(other, StagedContent):
                 raise Forbidden("That content was staged on another feed.")
             raise ContentGone("That content was already published or never existed.")
-        self._engine._registry.pop(hash, None)
+        self._unstage(staged)
+        if staged.created + self._engine._stageTTL <= self._engine._clock.seconds():
+            # Due, and its timer has not run yet.
+            raise ContentGone("That content expired before a message claimed it.")
         return staged.content
+
+    def _unstage(self, staged):
+        """Forget a staged content (claimed, deleted, or its feed is going)."""
+        if self._staged.pop(staged.hash, None) is staged:
+            self._stagedBytes -= staged.content.length
+            self._engine._registry.pop(staged.hash, None)
+            self._engine._forgetStaged(staged)
 
     @_operation
     def listJoins(self):
@@ -760,10 +866,18 @@ class Join:
 
 @implementer(IHeldMessage)
 class HeldMessage:
-    """A message as one pipe holds it (the L{Message} itself is shared)."""
+    """
+    A message as one pipe holds it (the L{Message} itself is shared).
 
-    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created")
-    version = 1
+    A content deleted from it (L{HeldContent.delete}) leaves this held
+    message only: C{contents} is then a tuple of its own, and C{_trim}
+    holds the indices in the message of the contents it still has
+    (content hashes keep their index, so the others keep their URIs) and
+    the time of the last deletion. Until then C{contents} I{is} the
+    message's, and C{_trim} is unset.
+    """
+
+    __slots__ = ("hash", "message", "pipe", "sequence", "next", "created", "contents", "_trim")
 
     def __init__(self, hash, message, pipe, sequence, next, created):
         self.hash = hash
@@ -772,15 +886,38 @@ class HeldMessage:
         self.sequence = sequence
         self.next = next
         self.created = created
+        self.contents = message.contents
+
+    @property
+    def version(self):
+        contents, everything = self.contents, self.message.contents
+        return 1 if contents is everything else 1 + len(everything) - len(contents)
 
     @property
     def modified(self):
-        return self.created
+        return self.created if self.contents is self.message.contents else self._trim[1]
 
     @property
     def contentHashes(self):
         h = self.hash
-        return tuple(f"{h}.{i}" for i in range(len(self.message.contents)))
+        if self.contents is self.message.contents:
+            return tuple(f"{h}.{i}" for i in range(len(self.contents)))
+        return tuple(f"{h}.{i}" for i in self._trim[0])
+
+    def _holds(self, index: int) -> bool:
+        """Whether the message's content C{index} is still part of this held message."""
+        if self.contents is self.message.contents:
+            return index < len(self.contents)
+        return index in self._trim[0]
+
+    def _removeContent(self, index: int, now: float) -> None:
+        if not self._holds(index):
+            return
+        everything = self.message.contents
+        kept = range(len(everything)) if self.contents is everything else self._trim[0]
+        kept = tuple(i for i in kept if i != index)
+        self._trim = (kept, now)
+        self.contents = tuple(everything[i] for i in kept)
 
     def __repr__(self):
         return f"<HeldMessage {self.sequence} {self.message.address!r} in {self.pipe.hash}>"
@@ -790,17 +927,29 @@ class HeldMessage:
 class HeldContent:
     """One content of a held message, found through its derived hash."""
 
-    __slots__ = ("hash", "content", "created")
+    __slots__ = ("hash", "content", "created", "_held", "_index")
     version = 1
 
     def __init__(self, held, index):
         self.hash = f"{held.hash}.{index}"
         self.content = held.message.contents[index]
         self.created = held.created
+        self._held = held
+        self._index = index
 
     @property
     def modified(self):
         return self.created
+
+    @property
+    def _engine(self):
+        return self._held.pipe._engine
+
+    @_operation
+    def delete(self):
+        held = self._held
+        if held.pipe._held.get(held.hash) is held:
+            held._removeContent(self._index, self._engine._clock.seconds())
 
 
 @implementer(IAsynclet)

@@ -18,6 +18,7 @@ _STATUSES = (
     (errors.InvalidName, 400),
     (errors.InvalidArgument, 400),
     (errors.Forbidden, 403),
+    (errors.LimitReached, 507),
     (CodecError, 400),
 )
 

@@ -11,6 +11,7 @@ delivery when the transport drains.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import secrets
 import weakref
@@ -286,6 +287,12 @@ class _EventFrames:
         # The event and data lines are the same bytes for every pipe: only
         # the id line is the pipe's own.
         message = held.message
+        contents = held.contents
+        if contents is not message.contents and len(contents) != len(message.contents):
+            # Some contents were deleted from it while it waited in the
+            # pipe: its own event, not the shared one.
+            trimmed = dataclasses.replace(message, contents=contents, cache={})
+            return b"id: %d\n%s" % (held.sequence, _sharedEvent(trimmed, self._base))
         shared = message.cache.get(self._key)
         if shared is None:
             shared = message.cache[self._key] = _sharedEvent(message, self._base)

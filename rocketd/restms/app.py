@@ -367,8 +367,9 @@ class RestMSApp:
         """
         The feed a join names: an absolute URI, a path, or a public feed name.
 
-        @raise RestMSError: 404 (naming the feed) when it does not exist, 400
-            when the URI is not a feed's.
+        @raise RestMSError: 400 when the URI is not a feed's, or names a feed
+            that does not exist (the sentence names it): the join's document
+            is what is wrong, and the pipe the client posted to exists.
         """
         reference = parseReference(text)
         if reference is None or reference.kind == "domain":
@@ -379,7 +380,7 @@ class RestMSApp:
                 return await domain.getFeed(reference.name)
             resource = await self.engine.lookup(reference.name)
         except NoSuchResource:
-            raise notFound(f"There is no feed at {text}.")
+            raise badRequest(f"The join names the feed {text}, which does not exist.")
         if not IFeed.providedBy(resource):
             raise badRequest(f"{text} is not a feed.")
         return resource
@@ -421,9 +422,12 @@ class RestMSApp:
             spec = documents.readFeed(element)
             if spec.name and slug and spec.name != slug:
                 raise badRequest("The Slug header and the feed's name attribute differ.")
+            # No type named: an existing public feed of that name is given
+            # back whatever its type (the client asked for nothing that
+            # conflicts); a new feed is a topic feed.
             feed, created = await domain.createFeed(
                 name=spec.name or slug,
-                type=spec.type or "topic",
+                type=spec.type or None,
                 title=spec.title or "",
                 license=spec.license or "",
             )
@@ -613,7 +617,14 @@ class RestMSApp:
         return body
 
     async def _content_DELETE(self, request, content):
-        raise forbidden("A content is deleted with its message.")
+        """
+        Delete a content: a staged one is gone; a held message's content
+        leaves the message, which stays held with the others (the drafts'
+        clients GET, then DELETE, each content they receive).
+        """
+        self._check(request, content)
+        await content.delete()
+        return self._empty(request, 200)
 
     async def _asynclet_GET(self, request, asynclet):
         """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -229,9 +230,16 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
     @param base: the request's base URI, as bytes.
     """
     prefix = base + b"/restms/resource/"
+    message = held.message
+    contents = held.contents
+    if contents is not message.contents and len(contents) != len(message.contents):
+        # Some contents were deleted from this held message: its own
+        # document, encoded for this answer only.
+        message = dataclasses.replace(message, contents=contents, cache={})
+    contentHashes = None
     out = []
     append = out.append
-    for shared, slot in _template(held.message, kind):
+    for shared, slot in _template(message, kind):
         append(shared)
         if slot is None:
             continue
@@ -241,8 +249,10 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
         elif slot == _BASE:
             append(base)
         else:
+            if contentHashes is None:
+                contentHashes = held.contentHashes
             append(prefix)
-            append(held.contentHashes[slot].encode("ascii"))
+            append(contentHashes[slot].encode("ascii"))
     return b"".join(out)
 
 

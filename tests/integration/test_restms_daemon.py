@@ -200,6 +200,56 @@ def test_streamAsMultipart(daemon):
     assert c.held(pipe) == []
 
 
+def test_contentsReadThenDeleted(daemon):
+    """
+    What the drafts' client libraries do with each message they receive:
+    GET each content, DELETE it, then DELETE the message.
+    """
+    c = client(daemon)
+    assert c.post("/restms/domain/", restms('<feed name="receive" type="fanout"/>')).status == 201
+    pipe, _ = c.pipe()
+    assert c.post(pipe, restms('<join feed="/restms/feed/receive"/>')).status == 201
+    uri = c.asynclet(pipe)
+    message = (
+        '<message address="m" message_id="1"><content type="text/plain">first</content>'
+        '<content type="text/html">&lt;p&gt;second</content></message>'
+    )
+    assert c.post("/restms/feed/receive", restms(message)).status == 200
+    received = c.request("GET", uri)
+    assert received.status == 200, received
+    hrefs = re.findall(r'<content [^>]*href="([^"]*)"', received.body.decode())
+    assert len(hrefs) == 2
+    first = c.request("GET", hrefs[0])
+    assert (first.status, first.body, first.header("content-type")) == (200, b"first", "text/plain")
+    deleted = c.request("DELETE", hrefs[0])
+    assert deleted.status == 200, deleted
+    assert c.request("GET", hrefs[0]).status == 404
+    # The message stays held, listing the content it has left.
+    assert len(c.held(pipe)) == 1
+    again = c.request("GET", uri)
+    assert again.status == 200
+    assert 'message_id="1"' in again.body.decode()
+    assert re.findall(r'<content [^>]*href="([^"]*)"', again.body.decode()) == [hrefs[1]]
+    assert c.request("GET", hrefs[1]).body == b"<p>second"
+    assert c.request("DELETE", hrefs[1]).status == 200
+    assert c.request("DELETE", uri).status == 200
+    assert c.held(pipe) == []
+
+
+def test_stagedContentDeleted(daemon):
+    """A staged content nobody claimed can be deleted; then it is gone."""
+    c = client(daemon)
+    assert c.post("/restms/domain/", restms('<feed name="stage-delete" type="fanout"/>')).status == 201
+    staged = c.post("/restms/feed/stage-delete", b"draft", "text/plain")
+    assert staged.status == 201, staged
+    location = staged.header("location")
+    assert c.request("GET", location).body == b"draft"
+    assert c.request("DELETE", location).status == 200
+    assert c.request("GET", location).status == 404
+    unclaimable = c.post("/restms/feed/stage-delete", restms('<message><content href="%s"/></message>' % location))
+    assert unclaimable.status == 404
+
+
 def test_conditionalGet(daemon):
     c = client(daemon)
     first = c.request("GET", "/restms/feed/default")

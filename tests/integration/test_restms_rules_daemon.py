@@ -1,7 +1,8 @@
 """
 The RestMS rules over a real daemon: every feed type's routing, fifo
 deletes, a long poll whose client leaves, conditional PUT and DELETE,
-JSON round trips, and the bad inputs a server must refuse cleanly.
+JSON round trips, the bounds and expiry of staged contents, and the bad
+inputs a server must refuse cleanly.
 """
 
 from __future__ import annotations
@@ -9,9 +10,34 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 import urllib.parse
 
+import pytest
+
+from .client import DEADLINE
+from .daemon import Daemon
 from .test_restms_daemon import JSON, XML, Client, restms
+
+#: The staged content settings of L{stagingDaemon}.
+STAGE_TTL = 3.0
+STAGE_MAX_COUNT = 2
+STAGE_MAX_BYTES = 1000
+
+
+@pytest.fixture(scope="module")
+def stagingDaemon(tmp_path_factory):
+    """A daemon whose feeds keep few staged contents, for a short time."""
+    directory = tmp_path_factory.mktemp("staging")
+    config = directory / "rocketd.conf"
+    config.write_text(
+        f"[restms]\nstage_ttl = {STAGE_TTL}\nstage_max_count = {STAGE_MAX_COUNT}\n"
+        f"stage_max_bytes = {STAGE_MAX_BYTES}\n"
+    )
+    rocketd = Daemon()
+    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(directory / "state"))
+    yield rocketd
+    rocketd.close()
 
 
 def feed(c, name, type):
@@ -181,6 +207,62 @@ def test_jsonRoundTrip(daemon):
     assert 'correlation_id="c1"' in xml
 
 
+def test_createExistingFeedWithoutType(daemon):
+    """POST of a feed that exists, naming no type: 200 with the existing feed; another type: 409."""
+    c = Client(daemon.url)
+    uri = feed(c, "r-exists", "fanout")
+    for body, headers in ((restms('<feed name="r-exists"/>'), {}), (b"", {"Slug": "r-exists"})):
+        again = c.post("/restms/domain/", body, **headers)
+        assert again.status == 200, again
+        assert again.header("location") == uri
+        assert again.attr("feed", "type") == "fanout"
+    conflict = c.post("/restms/domain/", restms('<feed name="r-exists" type="topic"/>'))
+    assert conflict.status == 409, conflict
+    assert c.request("GET", uri).attr("feed", "type") == "fanout"
+
+
+def test_stagedContentBounds(stagingDaemon):
+    """Beyond a feed's bound of unclaimed staged contents, a stage is 507 with a sentence saying so."""
+    c = Client(stagingDaemon.url)
+    feed(c, "s-bound", "fanout")
+
+    def stage(body):
+        return c.post("/restms/feed/s-bound", body, "application/octet-stream")
+
+    first = stage(b"1")
+    assert [first.status, stage(b"2").status] == [201, 201]
+    full = stage(b"3")
+    assert full.status == 507, full
+    assert full.header("content-type") == "text/plain; charset=utf-8"
+    assert b"'s-bound' already keeps 2 staged contents" in full.body
+    # Publishing one frees its place.
+    message = restms('<message address="m"><content href="%s"/></message>' % first.header("location"))
+    assert c.post("/restms/feed/s-bound", message).status == 200
+    assert stage(b"3").status == 201
+    # Bytes: another feed, one content over the bound.
+    feed(c, "s-bytes", "fanout")
+    big = c.post("/restms/feed/s-bytes", b"x" * (STAGE_MAX_BYTES + 1), "application/octet-stream")
+    assert big.status == 507, big
+    assert b"more than the %d it may keep" % STAGE_MAX_BYTES in big.body
+
+
+def test_stagedContentExpires(stagingDaemon):
+    """A staged content no message claims is gone after stage_ttl seconds."""
+    c = Client(stagingDaemon.url)
+    feed(c, "s-ttl", "fanout")
+    before = time.monotonic()
+    location = c.post("/restms/feed/s-ttl", b"soon gone", "text/plain").header("location")
+    assert c.request("GET", location).status == 200
+    end = before + STAGE_TTL + DEADLINE
+    while c.request("GET", location).status == 200:
+        assert time.monotonic() < end, "the staged content did not expire"
+        time.sleep(0.1)
+    assert time.monotonic() - before >= STAGE_TTL - 0.1, "it expired too soon"
+    assert c.request("GET", location).status == 404
+    message = restms('<message><content href="%s"/></message>' % location)
+    assert c.post("/restms/feed/s-ttl", message).status == 404
+
+
 def test_badInputs(daemon):
     c = Client(daemon.url)
     pipe, created = c.pipe()
@@ -199,7 +281,9 @@ def test_badInputs(daemon):
     refused(c.request("GET", "/restms/resource/nosuchhash"), 404, "resource")
     refused(c.request("GET", "/restms/feed/nosuchfeed"), 404, "nosuchfeed")
     refused(c.request("GET", "/restms/nothing/here"), 404, "")
-    refused(c.post(pipe, restms('<join feed="/restms/feed/nosuchfeed"/>')), 404, "nosuchfeed")
+    # A join onto a feed that does not exist: the document is wrong (400), not the pipe (404).
+    refused(c.post(pipe, restms('<join feed="/restms/feed/nosuchfeed"/>')), 400, "/restms/feed/nosuchfeed")
+    assert c.request("GET", pipe).status == 200
     # Joins onto the default feed, and the default join, are not the client's to make or delete.
     refused(c.post(pipe, restms('<join address="x" feed="/restms/feed/"/>')), 403, "default")
     defaultJoin = created.attr("join", "href")
