@@ -17,7 +17,8 @@ from twisted.trial.unittest import TestCase
 from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
-from tests.support import temporaryDirectory
+from rocketd.http.guard import GuardedSite
+from tests.support import BAD_HOSTS, exchange, parseResponse, temporaryDirectory
 
 COOKIE = "c0" * 32
 
@@ -146,7 +147,8 @@ class AdminAPITests(TestCase):
     def setUp(self):
         self.vhosts = makeRegistry(self, declared={"/fixed": "f" * 40})
         self.backend = FakeBackend()
-        self.stub = StubTreq(AdminApp(self.vhosts, object(), self.backend, COOKIE).resource())
+        self.adminResource = AdminApp(self.vhosts, object(), self.backend, COOKIE).resource()
+        self.stub = StubTreq(self.adminResource)
 
     def request(self, method, path, cookie=COOKIE):
         """
@@ -168,6 +170,24 @@ class AdminAPITests(TestCase):
         self.assertEqual(list(body), ["error"])
         self.assertIsInstance(body["error"], str)
         return body["error"]
+
+    def test_badHost(self):
+        """
+        A Host that werkzeug refuses (it does not encode as IDNA) does not
+        break the API behind the listeners' site: the listening address
+        stands in for it.
+        """
+        site = GuardedSite(self.adminResource, maxBody=1024)
+        for bad in BAD_HOSTS:
+            for path in (b"/vhosts", b"/vhosts/fixed", b"/nothing"):
+                raw = exchange(
+                    site,
+                    b"GET %s HTTP/1.1\r\nHost: %s\r\nX-Rocketd-Cookie: %s\r\n\r\n" % (path, bad, COOKIE.encode()),
+                )
+                status, headers, body, _ = parseResponse(raw)
+                self.assertEqual(status, 404 if path == b"/nothing" else 200, (bad, path, body))
+                self.assertEqual(headers[b"content-type"], b"application/json")
+                json.loads(body)
 
     # Authentication
 

@@ -24,9 +24,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from rocketd.engine.memory import MemoryEngine
+from rocketd.http.guard import GuardedSite
 from rocketd.restms import documents
 from rocketd.restms.app import RestMSApp
 from rocketd.restms.codec import parseDocument
+
+from .support import exchange, parseResponse
 
 HOST = "example.com:8080"
 BASE = "http://" + HOST
@@ -468,6 +471,21 @@ class DomainTests(RestMSTestCase):
         response = self.request("POST", "/restms/domain/", restms("<pipe/>"), {"Content-Type": XML, "Host": 'evil"<x>'})
         self.assertTrue(response.header("location").startswith("http://127.0.0.1:8080/restms/resource/"))
 
+    def test_hotRoutesNeverEchoANameThatIsNoName(self):
+        """
+        /restms/resource/HASH and /restms/feed/NAME (routed without Klein)
+        write URIs from the listening address when the Host is a name
+        that is not one (an empty label, a label of 64 characters).
+        """
+        self.createFeed("news")
+        pipe, _ = self.createPipe()
+        for bad in ("a..b", "a" * 64, "x" * 64 + ".example:80"):
+            for uri in (pipe, "/restms/feed/news"):
+                response = self.request("GET", path(uri), headers={"Host": bad})
+                self.assertEqual(response.code, 200, (bad, uri))
+                self.assertNotIn(bad.encode(), response.body)
+                self.assertIn(b"http://127.0.0.1:8080/restms/", response.body)
+
     def test_domainETagCoversFeedTitles(self):
         """Changing a listed feed's title changes the domain's ETag."""
         self.createFeed("news")
@@ -476,6 +494,60 @@ class DomainTests(RestMSTestCase):
         after = self.get("/restms/domain/")
         self.assertNotEqual(after.header("etag"), before)
         self.assertEqual(self.get("/restms/domain/", **{"If-None-Match": before}).code, 200)
+
+
+class BadHostTests(RestMSTestCase):
+    """
+    A Host that is no host (werkzeug refuses what does not encode as IDNA)
+    on every route family, through the listeners' L{GuardedSite}: never a
+    5xx, never HTML, and the listening address in every URI.
+    """
+
+    def send(self, method, uri, host, body=b"", contentType=XML, failing=False):
+        site = GuardedSite(self.root, maxBody=1 << 20, reactor=self.clock)
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            method, uri, host, contentType.encode(), len(body))
+        status, headers, body, _ = parseResponse(exchange(site, head + body))
+        if not failing:
+            self.assertLess(status, 500, (method, uri, host, body))
+        self.assertNotIn(b"html", headers.get(b"content-type", b""))
+        self.assertNotIn(host, body)
+        return status, headers, body
+
+    def test_everyRouteFamily(self):
+        self.createFeed("news")
+        pipe, _ = self.createPipe()
+        pipe = path(pipe).encode()
+        for bad in (b"a..b", b"a" * 64, b"x" * 64 + b".example", b"\xc3\xa9..", b"[zz]"):
+            # Through Klein: the root, unknown paths, domains.
+            self.assertEqual(self.send(b"GET", b"/restms/", bad)[0], 404)
+            self.assertEqual(self.send(b"GET", b"/restms/no/such/thing", bad)[0], 404)
+            status, _, body = self.send(b"GET", b"/restms/domain/", bad)
+            self.assertEqual(status, 200)
+            self.assertIn(b'href="http://127.0.0.1:8080/restms/domain/default"', body)
+            status, headers, _ = self.send(b"POST", b"/restms/domain/", bad, restms("<pipe/>"))
+            self.assertEqual(status, 201)
+            self.assertTrue(headers[b"location"].startswith(b"http://127.0.0.1:8080/restms/resource/"))
+            # The hot routes.
+            status, _, body = self.send(b"GET", pipe, bad)
+            self.assertEqual(status, 200)
+            self.assertIn(b"http://127.0.0.1:8080/restms/", body)
+            self.assertEqual(self.send(b"GET", b"/restms/feed/news", bad)[0], 200)
+            self.assertEqual(self.send(b"POST", b"/restms/feed/news", bad, restms('<message address="a"/>'))[0], 200)
+
+    def test_lastResortIsPlainText(self):
+        """An exception no handler catches is a RestMS error: a text/plain sentence, logged once."""
+
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError()
+
+        self.patch(self.app, "_serve", broken)
+        for uri in (b"/restms/domain/", b"/restms/feed/news"):
+            status, headers, body = self.send(b"GET", uri, b"rocket.test", failing=True)
+            self.assertEqual(status, 500)
+            self.assertEqual(headers[b"content-type"], b"text/plain; charset=utf-8")
+            self.assertEqual(body.count(b"\n"), 1)
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
 class FeedTests(RestMSTestCase):
