@@ -59,6 +59,7 @@ class FakeBackend:
     def __init__(self):
         self.channels = {}  # vhost path -> {name: subscribers}
         self.workers = {}  # vhost path -> [worker]
+        self.slowClients = {}  # vhost path -> WebSocket clients closed for a full send queue
         self.broken = False
 
     def listChannels(self, vhost):
@@ -82,6 +83,9 @@ class FakeBackend:
 
     def listWorkers(self, vhost):
         return list(self.workers.get(vhost.path, []))
+
+    def slowClientsClosed(self, vhost):
+        return self.slowClients.get(vhost.path, 0)
 
 
 class EnsureCookieTests(TestCase):
@@ -240,13 +244,19 @@ class AdminAPITests(TestCase):
         self.assertEqual(body["vhosts"][1], {"path": "/fixed", "token": "f" * 40, "declared": True})
 
     def test_showVhost(self):
-        """GET /vhosts/{path} gives the vhost with its channel count."""
+        """
+        GET /vhosts/{path} gives the vhost with its channel count and how
+        many of its WebSocket clients were closed for a full send queue.
+        """
         self.request("POST", "/vhosts/moon")
         self.backend.channels["/moon"] = {"a": 3, "b": 0}
+        self.backend.slowClients["/moon"] = 4
         code, _, body = self.request("GET", "/vhosts/moon")
         self.assertEqual(code, 200)
         token = self.vhosts.get("/moon").token
-        self.assertEqual(body, {"path": "/moon", "token": token, "declared": False, "channels": 2})
+        self.assertEqual(
+            body, {"path": "/moon", "token": token, "declared": False, "channels": 2, "slowClientsClosed": 4}
+        )
         code, _, _ = self.request("HEAD", "/vhosts/moon")
         self.assertEqual(code, 200)
 

@@ -89,10 +89,13 @@ def heldOf(pipeDocument):
 class RestMSTestCase(TestCase):
     """An engine with its default domain, the app mounted at /restms, and a client."""
 
+    #: Keyword arguments of the engine.
+    engineOptions = {}
+
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1_000_000)
-        self.engine = MemoryEngine(self.clock)
+        self.engine = MemoryEngine(self.clock, **self.engineOptions)
         self.successResultOf(self.engine.createDomain("default", "Default domain"))
         self.app = RestMSApp(self.engine, self.clock, longPoll=LONG_POLL, heartbeat=HEARTBEAT)
         self.root = Resource()
@@ -439,7 +442,7 @@ class DomainTests(RestMSTestCase):
         data = json.loads(response.body)
         self.assertEqual(
             data["restms"]["feed"][0],
-            {"name": "jfeed", "type": "fanout", "title": "J", "license": "", "href": BASE + "/restms/feed/jfeed"},
+            {"name": "jfeed", "type": "fanout", "title": "J", "license": "", "href": BASE + "/restms/feed/jfeed", "dropped": "0"},
         )
         created = self.post("/restms/domain/", b'{"restms": {"pipe": {"type": "fifo"}}}', JSON, Accept=JSON)
         pipe = json.loads(created.body)
@@ -548,6 +551,39 @@ class BadHostTests(RestMSTestCase):
             self.assertEqual(headers[b"content-type"], b"text/plain; charset=utf-8")
             self.assertEqual(body.count(b"\n"), 1)
             self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class DroppedTests(RestMSTestCase):
+    """The pipe's and the feed's documents say how many messages their limits dropped."""
+
+    engineOptions = {"pipeDepth": 2, "feedBacklog": 1}
+
+    def test_pipe(self):
+        pipe, document = self.createPipe()
+        self.assertEqual(document.find("pipe").get("dropped"), "0")
+        self.publish("/restms/feed/default", "".join('<message address="%s"/>' % path(pipe).rsplit("/", 1)[1] for _ in range(5)))
+        xml = self.get(path(pipe))
+        self.assertEqual(xml.document().find("pipe").get("dropped"), "3")
+        self.assertEqual(len(heldOf(xml.document())), 2)
+        self.assertIn(b'dropped="3"', xml.body)
+        data = json.loads(self.get(path(pipe), Accept=JSON).body)
+        self.assertEqual(data["restms"]["pipe"][0]["dropped"], "3")
+
+    def test_feed(self):
+        """A rotator's backlog drops show on its document, and change its ETag."""
+        self.createFeed("work", "rotator")
+        document = self.get("/restms/feed/work")
+        self.assertEqual(document.document().find("feed").get("dropped"), "0")
+        self.publish("/restms/feed/work", '<message address="a"/><message address="b"/><message address="c"/>')
+        xml = self.get("/restms/feed/work")
+        self.assertEqual(xml.document().find("feed").get("dropped"), "2")
+        self.assertNotEqual(xml.header("etag"), document.header("etag"))
+        self.assertEqual(self.get("/restms/feed/work", **{"If-None-Match": document.header("etag")}).code, 200)
+        data = json.loads(self.get("/restms/feed/work", Accept=JSON).body)
+        self.assertEqual(data["restms"]["feed"][0]["dropped"], "2")
+        # The domain lists its feeds with the count too.
+        feeds = self.get("/restms/domain/").document().find("domain").findAll("feed")
+        self.assertEqual({f.get("name"): f.get("dropped") for f in feeds}, {"default": "0", "work": "2"})
 
 
 class FeedTests(RestMSTestCase):
