@@ -39,6 +39,10 @@ def plainInternalError(request) -> ErrorAnswer:
 _STALE = (b"etag", b"last-modified", b"location", b"content-location", b"link", b"vary", b"content-encoding")
 
 
+def _text(value) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
 class GuardedRequest(BoundedRequest):
     """
     A L{BoundedRequest} whose C{Host} is neutralised before dispatch and
@@ -64,8 +68,8 @@ class GuardedRequest(BoundedRequest):
         self.log.failure(
             "{method} {uri} failed; answered 500",
             reason,
-            method=self.method.decode("latin-1"),
-            uri=self.uri.decode("latin-1"),
+            method=_text(self.method),
+            uri=_text(self.uri),
         )
         if self.finished or self.channel is None:
             return reason
