@@ -99,7 +99,7 @@ class NeutraliseHostTests(TestCase):
 
 
 class Echo(Resource):
-    """Answers with the Host it saw and the host name Klein would bind."""
+    """Answers with the Host header it saw."""
 
     isLeaf = True
 
