@@ -9,6 +9,8 @@ itself.
 
 from __future__ import annotations
 
+import json
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
@@ -17,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
-from rocketd.http.limits import BoundedSite
+from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
 
 log = Logger()
 
@@ -50,6 +52,18 @@ def _tooLargeBody(request):
     if request.path.startswith(b"/restms"):
         return (b"text/plain; charset=utf-8", b"The request body is larger than the server accepts.\n")
     return (b"application/json", b'{"error": "The request body is larger than the server accepts."}')
+
+
+def _internalError(request):
+    """The last-resort 500: plain text for RestMS, a JSON error elsewhere."""
+    if request.path.startswith(b"/restms"):
+        return (b"text/plain; charset=utf-8", INTERNAL_ERROR.encode("utf-8") + b"\n")
+    return _jsonInternalError(request)
+
+
+def _jsonInternalError(request):
+    """The last-resort 500 of the admin API and WebRocket: a JSON error."""
+    return (b"application/json", json.dumps({"error": INTERNAL_ERROR}).encode("utf-8"))
 
 
 class Rocketd:
@@ -168,16 +182,17 @@ class Rocketd:
         return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
 
     def site(self):
-        return self._site(self.root)
+        return self._site(self.root, _internalError)
 
     def adminSite(self):
-        return self._site(self.admin)
+        return self._site(self.admin, _jsonInternalError)
 
-    def _site(self, resource):
-        site = BoundedSite(
+    def _site(self, resource, internalError):
+        site = GuardedSite(
             resource,
             maxBody=self.config.max_body,
             tooLargeBody=_tooLargeBody,
+            internalError=internalError,
             logPath=self.config.access_log or None,
         )
         if not self.config.access_log:

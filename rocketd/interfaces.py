@@ -149,7 +149,12 @@ class IFeed(IResource):
     license = Attribute("A license name (str).")
     domain = Attribute("The name of the L{IDomain} the feed belongs to.")
     isDefault = Attribute("True for a domain's default feed (it can't be changed or deleted).")
-    dropped = Attribute("How many backlog messages (rotator, service) were dropped by the backlog limits.")
+    dropped = Attribute(
+        "How many backlog messages (rotator, service) the backlog limits (size, age) have dropped since "
+        "the feed was created (an int that only grows; 0 for a feed type without backlog). It is part of "
+        "the feed's document, so version grows with it. An engine also warns about drops in its log, at "
+        "most once a minute per feed (see L{rocketd.droplog})."
+    )
 
     def update(title=None, license=None):
         """
@@ -245,7 +250,11 @@ class IPipe(IResource):
         "It changes each time a message arrives: the arriving message takes "
         "this hash, and a new one is drawn for the next."
     )
-    dropped = Attribute("How many messages the depth limit's overflow policy has dropped.")
+    dropped = Attribute(
+        "How many messages the depth limit's overflow policy has dropped since the pipe was created (an "
+        "int that only grows). It is part of the pipe's document. An engine also warns about drops in its "
+        "log, at most once a minute per pipe (see L{rocketd.droplog})."
+    )
     consumed = Attribute("True while a consumer is attached (see L{consume}).")
 
     def join(feed, address="*", headers=None, predicate=None):

@@ -139,3 +139,28 @@ def serverFrames(data: bytes):
         frames.append((opcode, data[offset : offset + n]))
         data = data[offset + n :]
     return frames
+
+
+def exchange(site, data: bytes, hostAddress=None, peerAddress=None) -> bytes:
+    """
+    Feed raw request bytes to a new connection of C{site} over a
+    L{StringTransport} (listening on 127.0.0.1:8080, the client on
+    127.0.0.1:40000 unless told); close it.
+
+    @return: the raw bytes the site wrote.
+    """
+    from twisted.internet.testing import StringTransport
+
+    hostAddress = hostAddress or IPv4Address("TCP", "127.0.0.1", 8080)
+    peerAddress = peerAddress or IPv4Address("TCP", "127.0.0.1", 40000)
+    channel = site.buildProtocol(peerAddress)
+    transport = StringTransport(hostAddress=hostAddress, peerAddress=peerAddress)
+    channel.makeConnection(transport)
+    channel.dataReceived(data)
+    channel.connectionLost(None)
+    return transport.value()
+
+
+#: Host header values that are no host: werkzeug's IDNA encoding refuses the
+#: first three; the others are not names at all.
+BAD_HOSTS = (b"a..b", b"a" * 64, b"x" * 64 + b".example:80", b"\xc3\xa9..", b"[zz]", b"a:99999", b'evil"<x>', b"")

@@ -17,7 +17,8 @@ from twisted.trial.unittest import TestCase
 from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
-from tests.support import temporaryDirectory
+from rocketd.http.guard import GuardedSite
+from tests.support import BAD_HOSTS, exchange, parseResponse, temporaryDirectory
 
 COOKIE = "c0" * 32
 
@@ -58,6 +59,7 @@ class FakeBackend:
     def __init__(self):
         self.channels = {}  # vhost path -> {name: subscribers}
         self.workers = {}  # vhost path -> [worker]
+        self.slowClients = {}  # vhost path -> WebSocket clients closed for a full send queue
         self.broken = False
 
     def listChannels(self, vhost):
@@ -81,6 +83,9 @@ class FakeBackend:
 
     def listWorkers(self, vhost):
         return list(self.workers.get(vhost.path, []))
+
+    def slowClientsClosed(self, vhost):
+        return self.slowClients.get(vhost.path, 0)
 
 
 class EnsureCookieTests(TestCase):
@@ -146,7 +151,8 @@ class AdminAPITests(TestCase):
     def setUp(self):
         self.vhosts = makeRegistry(self, declared={"/fixed": "f" * 40})
         self.backend = FakeBackend()
-        self.stub = StubTreq(AdminApp(self.vhosts, object(), self.backend, COOKIE).resource())
+        self.adminResource = AdminApp(self.vhosts, object(), self.backend, COOKIE).resource()
+        self.stub = StubTreq(self.adminResource)
 
     def request(self, method, path, cookie=COOKIE):
         """
@@ -168,6 +174,24 @@ class AdminAPITests(TestCase):
         self.assertEqual(list(body), ["error"])
         self.assertIsInstance(body["error"], str)
         return body["error"]
+
+    def test_badHost(self):
+        """
+        A Host that werkzeug refuses (it does not encode as IDNA) does not
+        break the API behind the listeners' site: the listening address
+        stands in for it.
+        """
+        site = GuardedSite(self.adminResource, maxBody=1024)
+        for bad in BAD_HOSTS:
+            for path in (b"/vhosts", b"/vhosts/fixed", b"/nothing"):
+                raw = exchange(
+                    site,
+                    b"GET %s HTTP/1.1\r\nHost: %s\r\nX-Rocketd-Cookie: %s\r\n\r\n" % (path, bad, COOKIE.encode()),
+                )
+                status, headers, body, _ = parseResponse(raw)
+                self.assertEqual(status, 404 if path == b"/nothing" else 200, (bad, path, body))
+                self.assertEqual(headers[b"content-type"], b"application/json")
+                json.loads(body)
 
     # Authentication
 
@@ -220,13 +244,19 @@ class AdminAPITests(TestCase):
         self.assertEqual(body["vhosts"][1], {"path": "/fixed", "token": "f" * 40, "declared": True})
 
     def test_showVhost(self):
-        """GET /vhosts/{path} gives the vhost with its channel count."""
+        """
+        GET /vhosts/{path} gives the vhost with its channel count and how
+        many of its WebSocket clients were closed for a full send queue.
+        """
         self.request("POST", "/vhosts/moon")
         self.backend.channels["/moon"] = {"a": 3, "b": 0}
+        self.backend.slowClients["/moon"] = 4
         code, _, body = self.request("GET", "/vhosts/moon")
         self.assertEqual(code, 200)
         token = self.vhosts.get("/moon").token
-        self.assertEqual(body, {"path": "/moon", "token": token, "declared": False, "channels": 2})
+        self.assertEqual(
+            body, {"path": "/moon", "token": token, "declared": False, "channels": 2, "slowClientsClosed": 4}
+        )
         code, _, _ = self.request("HEAD", "/vhosts/moon")
         self.assertEqual(code, 200)
 

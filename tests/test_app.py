@@ -3,7 +3,9 @@ Tests for L{rocketd.app}: the composition root wires the faces onto one
 site, and the site writes an access log only when asked to.
 """
 
+import base64
 import io
+import json
 import os
 
 from twisted.internet.address import IPv4Address
@@ -14,12 +16,14 @@ from twisted.web import http
 from rocketd.app import Rocketd
 from rocketd.config import Config
 
+from .support import BAD_HOSTS, MOON, exchange, parseResponse
+
 
 class RocketdSiteTests(TestCase):
     def build(self, **settings):
         state = self.mktemp()
         os.makedirs(state)
-        config = Config(state_dir=state, **settings)
+        config = Config(state_dir=state, vhosts={"/moon": MOON}, **settings)
         reactor = MemoryReactorClock()
         rocketd = Rocketd(config, reactor)
         self.successResultOf(rocketd.start())
@@ -94,3 +98,69 @@ class RocketdEngineSettingsTests(TestCase):
         reactor.advance(5)
         self.failureResultOf(rocketd.engine.lookup(first.hash), NoSuchResource)
         self.failureResultOf(feed.stageContent(Content("text/plain", b"four")), LimitReached)
+class BadHostAndLastResortTests(TestCase):
+    """
+    Both listeners' sites: a Host that is no host never breaks a route
+    (no 5xx, no HTML), and an exception no route handles is a 500 in the
+    face's format.
+    """
+
+    build = RocketdSiteTests.build
+
+    def send(self, site, method, path, host, headers=b""):
+        site.startFactory()
+        self.addCleanup(site.stopFactory)
+        raw = exchange(site, b"%s %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (method, path, host, headers))
+        return parseResponse(raw)
+
+    def test_badHostOnEveryRoute(self):
+        rocketd = self.build()
+        wr = b"Authorization: Basic " + base64.b64encode(b"wr:" + MOON.encode()) + b"\r\n"
+        cookie = b"X-Rocketd-Cookie: " + rocketd.admin._cookie + b"\r\n"
+        routes = [
+            (rocketd.site(), b"GET", b"/restms/", b"", 404),
+            (rocketd.site(), b"GET", b"/restms/domain/", b"", 200),
+            (rocketd.site(), b"GET", b"/restms/domain/moon", wr, 200),
+            (rocketd.site(), b"GET", b"/restms/unknown/path", b"", 404),
+            (rocketd.site(), b"GET", b"/restms/feed/default", b"", 200),
+            (rocketd.site(), b"GET", b"/restms/resource/nohash", b"", 404),
+            (rocketd.site(), b"GET", b"/moon/channels", wr, 200),
+            (rocketd.site(), b"GET", b"/moon/token?uid=u", wr, 200),
+            (rocketd.site(), b"GET", b"/", b"", 404),
+            (rocketd.adminSite(), b"GET", b"/vhosts", cookie, 200),
+            (rocketd.adminSite(), b"GET", b"/vhosts/moon", cookie, 200),
+            (rocketd.adminSite(), b"DELETE", b"/nothing", cookie, 404),
+        ]
+        for bad in BAD_HOSTS:
+            for site, method, path, headers, expected in routes:
+                status, answer, body, _ = self.send(site, method, path, bad, headers)
+                self.assertEqual(status, expected, (bad, path, body))
+                self.assertNotIn(b"html", answer.get(b"content-type", b""), (bad, path))
+                if bad:
+                    self.assertNotIn(bad, body)
+
+    def test_lastResortInTheFacesFormat(self):
+        """
+        RestMS answers a text/plain sentence, WebRocket and the admin API a
+        JSON error; the traceback is logged once per request.
+        """
+        rocketd = self.build()
+
+        def broken(request):
+            raise ZeroDivisionError()
+
+        self.patch(rocketd.root.children[b"restms"], "render", broken)
+        self.patch(rocketd.root, "getChild", lambda name, request: 1 / 0)
+        self.patch(rocketd.admin, "render", broken)
+        cookie = b"X-Rocketd-Cookie: " + rocketd.admin._cookie + b"\r\n"
+        for site, path, headers, contentType in (
+            (rocketd.site(), b"/restms/domain/", b"", b"text/plain; charset=utf-8"),
+            (rocketd.site(), b"/moon/channels", b"", b"application/json"),
+            (rocketd.adminSite(), b"/vhosts", cookie, b"application/json"),
+        ):
+            status, headers, body, _ = self.send(site, b"GET", path, b"rocket.test", headers)
+            self.assertEqual(status, 500, (path, body))
+            self.assertEqual(headers[b"content-type"], contentType)
+            if contentType == b"application/json":
+                self.assertEqual(list(json.loads(body)), ["error"])
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)

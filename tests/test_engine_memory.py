@@ -7,6 +7,7 @@ import random
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from rocketd.engine._hashes import HashSource
@@ -131,6 +132,9 @@ class BacklogTests(EngineTestMixin, SynchronousTestCase):
         pipe = self.pipe()
         self.successResultOf(pipe.join(feed))
         self.assertEqual(self.held(pipe), ["young"])
+        # No backlog timer is left (the drop warning's waits out its minute).
+        self.assertEqual([c.func for c in self.clock.getDelayedCalls()], [engine._feedDrops._due])
+        self.clock.advance(60)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_feedBacklogAge(self):
@@ -144,6 +148,9 @@ class BacklogTests(EngineTestMixin, SynchronousTestCase):
         self.assertEqual(feed.dropped, 1)
         self.clock.advance(0.5)
         self.assertEqual(feed.dropped, 2)
+        # The drop warning's line about the second drop, then its quiet minute.
+        self.clock.advance(60)
+        self.clock.advance(60)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_expiredNotDeliveredBeforeTimer(self):
@@ -297,6 +304,69 @@ class StagingTests(EngineTestMixin, SynchronousTestCase):
         failure = self.failureResultOf(other.stageContent(Content("text/plain", b"defgh")), LimitReached)
         self.assertIn("This feed can't keep 5 more bytes", failure.value.message)
         self.assertIn("more than the 4 it may keep", failure.value.message)
+
+class DropWarningTests(EngineTestMixin, SynchronousTestCase):
+    """
+    What the limits drop reaches the log as a warning, at most once a
+    minute per pipe or feed, with the count since the previous line.
+    """
+
+    def warnings(self, events):
+        return [e for e in events if e["log_level"] == LogLevel.warn]
+
+    def test_pipeDepth(self):
+        self.makeEngine(pipeDepth=2)
+        feed = self.feed("fanout", "f")
+        pipe = self.pipe()
+        self.successResultOf(pipe.join(feed))
+        with capturedLogs() as events:
+            self.publish(feed, "a", "b", "c")
+            self.clock.advance(30)
+            self.publish(feed, "d")
+            [first] = self.warnings(events)
+            self.assertEqual((first["pipe"], first["domain"], first["count"], first["dropped"]), (pipe.hash, "test", 1, 1))
+            self.clock.advance(30)
+            second = self.warnings(events)[1:]
+            self.assertEqual([(e["count"], e["seconds"], e["dropped"]) for e in second], [(1, 60.0, 2)])
+        self.assertIn("depth limit", formatEvent(second[0]))
+        self.assertIn(pipe.hash, formatEvent(second[0]))
+        self.assertEqual(pipe.dropped, 2)
+
+    def test_feedBacklog(self):
+        """A rotator's backlog drops are warned about, and grow the feed's version (its document shows them)."""
+        self.makeEngine(feedBacklog=1)
+        feed = self.feed("rotator", "r")
+        version = feed.version
+        with capturedLogs() as events:
+            self.publish(feed, "a", "b", "c")
+            self.clock.advance(60)
+            self.publish(feed, "d")
+            self.clock.advance(60)
+        lines = [(e["feed"], e["count"], e["dropped"]) for e in self.warnings(events)]
+        self.assertEqual(lines, [("r", 1, 1), ("r", 1, 2), ("r", 1, 3)])
+        self.assertIn("backlog", formatEvent(self.warnings(events)[0]))
+        self.assertEqual(feed.dropped, 3)
+        self.assertEqual(feed.version, version + 3)
+
+    def test_deletedBacklogIsNotWarned(self):
+        """A backlog deleted with its feed is counted, not warned about."""
+        self.makeEngine()
+        feed = self.feed("service", "s")
+        self.publish(feed, "a")
+        with capturedLogs() as events:
+            self.successResultOf(feed.delete())
+        self.assertEqual((feed.dropped, self.warnings(events)), (1, []))
+
+    def test_stopWritesTheRest(self):
+        engine = self.makeEngine(pipeDepth=1)
+        feed = self.feed("fanout", "f")
+        pipe = self.pipe()
+        self.successResultOf(pipe.join(feed))
+        with capturedLogs() as events:
+            self.publish(feed, "a", "b", "c")
+            self.successResultOf(engine.stop())
+        self.assertEqual([e["count"] for e in self.warnings(events)], [1, 1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class IndexTests(EngineTestMixin, SynchronousTestCase):

@@ -52,5 +52,5 @@ class LayeringTests(TestCase):
     def test_theCheckSeesImports(self):
         """The walker finds the imports it is meant to police (so the rule above can fail)."""
         names = set(importsOf(PACKAGE / "app.py"))
-        self.assertIn("rocketd.http.limits", names)
+        self.assertIn("rocketd.http.guard", names)
         self.assertTrue(any(n.startswith("rocketd.restms") for n in names))

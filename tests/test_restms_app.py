@@ -24,9 +24,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from rocketd.engine.memory import MemoryEngine
+from rocketd.http.guard import GuardedSite
 from rocketd.restms import documents
 from rocketd.restms.app import RestMSApp
 from rocketd.restms.codec import parseDocument
+
+from .support import exchange, parseResponse
 
 HOST = "example.com:8080"
 BASE = "http://" + HOST
@@ -464,7 +467,7 @@ class DomainTests(RestMSTestCase):
         data = json.loads(response.body)
         self.assertEqual(
             data["restms"]["feed"][0],
-            {"name": "jfeed", "type": "fanout", "title": "J", "license": "", "href": BASE + "/restms/feed/jfeed"},
+            {"name": "jfeed", "type": "fanout", "title": "J", "license": "", "href": BASE + "/restms/feed/jfeed", "dropped": "0"},
         )
         created = self.post("/restms/domain/", b'{"restms": {"pipe": {"type": "fifo"}}}', JSON, Accept=JSON)
         pipe = json.loads(created.body)
@@ -496,6 +499,21 @@ class DomainTests(RestMSTestCase):
         response = self.request("POST", "/restms/domain/", restms("<pipe/>"), {"Content-Type": XML, "Host": 'evil"<x>'})
         self.assertTrue(response.header("location").startswith("http://127.0.0.1:8080/restms/resource/"))
 
+    def test_hotRoutesNeverEchoANameThatIsNoName(self):
+        """
+        /restms/resource/HASH and /restms/feed/NAME (routed without Klein)
+        write URIs from the listening address when the Host is a name
+        that is not one (an empty label, a label of 64 characters).
+        """
+        self.createFeed("news")
+        pipe, _ = self.createPipe()
+        for bad in ("a..b", "a" * 64, "x" * 64 + ".example:80"):
+            for uri in (pipe, "/restms/feed/news"):
+                response = self.request("GET", path(uri), headers={"Host": bad})
+                self.assertEqual(response.code, 200, (bad, uri))
+                self.assertNotIn(bad.encode(), response.body)
+                self.assertIn(b"http://127.0.0.1:8080/restms/", response.body)
+
     def test_domainETagCoversFeedTitles(self):
         """Changing a listed feed's title changes the domain's ETag."""
         self.createFeed("news")
@@ -504,6 +522,93 @@ class DomainTests(RestMSTestCase):
         after = self.get("/restms/domain/")
         self.assertNotEqual(after.header("etag"), before)
         self.assertEqual(self.get("/restms/domain/", **{"If-None-Match": before}).code, 200)
+
+
+class BadHostTests(RestMSTestCase):
+    """
+    A Host that is no host (werkzeug refuses what does not encode as IDNA)
+    on every route family, through the listeners' L{GuardedSite}: never a
+    5xx, never HTML, and the listening address in every URI.
+    """
+
+    def send(self, method, uri, host, body=b"", contentType=XML, failing=False):
+        site = GuardedSite(self.root, maxBody=1 << 20, reactor=self.clock)
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            method, uri, host, contentType.encode(), len(body))
+        status, headers, body, _ = parseResponse(exchange(site, head + body))
+        if not failing:
+            self.assertLess(status, 500, (method, uri, host, body))
+        self.assertNotIn(b"html", headers.get(b"content-type", b""))
+        self.assertNotIn(host, body)
+        return status, headers, body
+
+    def test_everyRouteFamily(self):
+        self.createFeed("news")
+        pipe, _ = self.createPipe()
+        pipe = path(pipe).encode()
+        for bad in (b"a..b", b"a" * 64, b"x" * 64 + b".example", b"\xc3\xa9..", b"[zz]"):
+            # Through Klein: the root, unknown paths, domains.
+            self.assertEqual(self.send(b"GET", b"/restms/", bad)[0], 404)
+            self.assertEqual(self.send(b"GET", b"/restms/no/such/thing", bad)[0], 404)
+            status, _, body = self.send(b"GET", b"/restms/domain/", bad)
+            self.assertEqual(status, 200)
+            self.assertIn(b'href="http://127.0.0.1:8080/restms/domain/default"', body)
+            status, headers, _ = self.send(b"POST", b"/restms/domain/", bad, restms("<pipe/>"))
+            self.assertEqual(status, 201)
+            self.assertTrue(headers[b"location"].startswith(b"http://127.0.0.1:8080/restms/resource/"))
+            # The hot routes.
+            status, _, body = self.send(b"GET", pipe, bad)
+            self.assertEqual(status, 200)
+            self.assertIn(b"http://127.0.0.1:8080/restms/", body)
+            self.assertEqual(self.send(b"GET", b"/restms/feed/news", bad)[0], 200)
+            self.assertEqual(self.send(b"POST", b"/restms/feed/news", bad, restms('<message address="a"/>'))[0], 200)
+
+    def test_lastResortIsPlainText(self):
+        """An exception no handler catches is a RestMS error: a text/plain sentence, logged once."""
+
+        def broken(*args, **kwargs):
+            raise ZeroDivisionError()
+
+        self.patch(self.app, "_serve", broken)
+        for uri in (b"/restms/domain/", b"/restms/feed/news"):
+            status, headers, body = self.send(b"GET", uri, b"rocket.test", failing=True)
+            self.assertEqual(status, 500)
+            self.assertEqual(headers[b"content-type"], b"text/plain; charset=utf-8")
+            self.assertEqual(body.count(b"\n"), 1)
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class DroppedTests(RestMSTestCase):
+    """The pipe's and the feed's documents say how many messages their limits dropped."""
+
+    engineSettings = {"pipeDepth": 2, "feedBacklog": 1}
+
+    def test_pipe(self):
+        pipe, document = self.createPipe()
+        self.assertEqual(document.find("pipe").get("dropped"), "0")
+        self.publish("/restms/feed/default", "".join('<message address="%s"/>' % path(pipe).rsplit("/", 1)[1] for _ in range(5)))
+        xml = self.get(path(pipe))
+        self.assertEqual(xml.document().find("pipe").get("dropped"), "3")
+        self.assertEqual(len(heldOf(xml.document())), 2)
+        self.assertIn(b'dropped="3"', xml.body)
+        data = json.loads(self.get(path(pipe), Accept=JSON).body)
+        self.assertEqual(data["restms"]["pipe"][0]["dropped"], "3")
+
+    def test_feed(self):
+        """A rotator's backlog drops show on its document, and change its ETag."""
+        self.createFeed("work", "rotator")
+        document = self.get("/restms/feed/work")
+        self.assertEqual(document.document().find("feed").get("dropped"), "0")
+        self.publish("/restms/feed/work", '<message address="a"/><message address="b"/><message address="c"/>')
+        xml = self.get("/restms/feed/work")
+        self.assertEqual(xml.document().find("feed").get("dropped"), "2")
+        self.assertNotEqual(xml.header("etag"), document.header("etag"))
+        self.assertEqual(self.get("/restms/feed/work", **{"If-None-Match": document.header("etag")}).code, 200)
+        data = json.loads(self.get("/restms/feed/work", Accept=JSON).body)
+        self.assertEqual(data["restms"]["feed"][0]["dropped"], "2")
+        # The domain lists its feeds with the count too.
+        feeds = self.get("/restms/domain/").document().find("domain").findAll("feed")
+        self.assertEqual({f.get("name"): f.get("dropped") for f in feeds}, {"default": "0", "work": "2"})
 
 
 class FeedTests(RestMSTestCase):

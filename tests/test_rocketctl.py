@@ -122,7 +122,9 @@ class RocketctlTests(TestCase):
         self.backend.channels["/apps/chat"] = {"a": 1, "b": 2, "c": 0}
         out = self.assertSucceeds("show-vhost", "/apps/chat")
         token = self.vhosts.get("/apps/chat").token
-        self.assertEqual(out, "path: /apps/chat\ntoken: %s\nchannels: 3\ndeclared: no\n" % (token,))
+        self.assertEqual(
+            out, "path: /apps/chat\ntoken: %s\nchannels: 3\nslow clients closed: 0\ndeclared: no\n" % (token,)
+        )
 
     def test_deleteVhost(self):
         """delete-vhost deletes the vhost and prints nothing."""

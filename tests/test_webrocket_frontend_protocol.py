@@ -15,6 +15,7 @@ import struct
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -205,6 +206,41 @@ class OverflowTests(ProtocolTestCase):
         self.assertFalse(slowTransport.disconnecting)
         self.clock.advance(1)
         self.assertTrue(slowTransport.disconnecting)
+
+    def overflow(self, frontend):
+        """Open a client on /moon's channel news that stops reading, and overflow its send queue."""
+        protocol, transport = self.opened(frontend)
+        self.send(protocol, {"subscribe": {"channel": "news"}})
+        self.take(transport)
+        protocol.outbox.pauseProducing()
+        for n in range(4):
+            self.successResultOf(self.backend.fire(self.moon, "news", "blob", {"n": n, "b": "x" * 300}))
+        self.clock.advance(0)
+        self.assertTrue(protocol.outbox.closed)
+
+    def test_slowClientsCountedAndWarned(self):
+        """
+        Clients closed for a full send queue are counted per vhost (the
+        backend gives the count to the admin API's vhost document) and
+        warned about at most once a minute per vhost, with the count since
+        the previous line.
+        """
+        frontend = self.frontend(sendQueue=1100)
+        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        with capturedLogs() as events:
+            self.overflow(frontend)
+            self.clock.advance(20)
+            self.overflow(frontend)
+            self.overflow(frontend)
+            self.assertEqual(self.backend.slowClientsClosed(self.moon), 3)
+            self.assertEqual(self.backend.slowClientsClosed("/moon"), 3)
+            warnings = [e for e in events if e["log_level"] == LogLevel.warn and "closed" in e]
+            self.assertEqual([(e["vhost"], e["count"], e["closed"]) for e in warnings], [("/moon", 1, 1)])
+            self.clock.advance(40)
+            warnings = [e for e in events if e["log_level"] == LogLevel.warn and "closed" in e]
+            self.assertEqual([(e["count"], e["seconds"], e["closed"]) for e in warnings[1:]], [(2, 60.0, 3)])
+        self.assertIn("send queue was full", formatEvent(warnings[1]))
+        self.assertEqual(frontend.overflows, 3)
 
     def test_resumedOutboxFlushes(self):
         frontend = self.frontend(sendQueue=10000)

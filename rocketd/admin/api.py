@@ -327,6 +327,7 @@ class AdminApp:
         channels = yield self._backend.listChannels(vhost)
         body = _vhostJSON(vhost)
         body["channels"] = len(channels)
+        body["slowClientsClosed"] = self._backend.slowClientsClosed(vhost)
         return _jsonBody(request, 200, body)
 
     @inlineCallbacks

@@ -248,6 +248,8 @@ def _showVhost(client, options, out):
     out.write("path: %s\n" % (body["path"],))
     out.write("token: %s\n" % (body["token"],))
     out.write("channels: %s\n" % (body["channels"],))
+    if "slowClientsClosed" in body:
+        out.write("slow clients closed: %s\n" % (body["slowClientsClosed"],))
     out.write("declared: %s\n" % ("yes" if body.get("declared") else "no",))
 
 

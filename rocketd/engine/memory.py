@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rocketd.droplog import DropWarnings
 from rocketd.engine._hashes import HashSource
 from rocketd.engine._rotator import Rotation
 from rocketd.engine._routers import ROUTERS
@@ -188,6 +189,20 @@ class MemoryEngine:
         self._now: Optional[float] = None
         self._pending = deque()
         self.stats = {"published": 0, "delivered": 0, "dropped": 0}
+        # What the limits drop is warned about at most once a minute per
+        # pipe or feed, with the count since the previous line.
+        self._pipeDrops = DropWarnings(
+            self.log,
+            clock,
+            "Pipe {pipe} of domain {domain} dropped messages at its depth limit: "
+            "{count} since the last warning, {dropped} since it was created",
+        )
+        self._feedDrops = DropWarnings(
+            self.log,
+            clock,
+            "Feed {feed} of domain {domain} dropped messages from its backlog: "
+            "{count} since the last warning, {dropped} since it was created",
+        )
 
     # -- internals shared by the resources --
 
@@ -305,6 +320,8 @@ class MemoryEngine:
             if self._stageTimer.active():
                 self._stageTimer.cancel()
             self._stageTimer = None
+        self._pipeDrops.stop()
+        self._feedDrops.stop()
         for domain in list(self._domains.values()):
             for pipe in list(domain._pipes.values()):
                 pipe._cancelWaits()
@@ -518,8 +535,14 @@ class Feed(_Resource):
 
     def _dropFromBacklog(self, n):
         self.dropped += n
-        self._engine._countDropped(n)
-        self._engine.log.debug("Feed {hash} dropped {count} backlog messages", hash=self.hash, count=n)
+        engine = self._engine
+        engine._countDropped(n)
+        if not self._deleted:
+            # The count is in the feed's document. (A backlog deleted with
+            # its feed is counted, not warned about.)
+            self.version += 1
+            self.modified = engine._clock.seconds()
+            engine._feedDrops.count(self.hash, n, feed=self.name or self.hash, domain=self.domain, dropped=self.dropped)
 
     # -- joins --
 
@@ -1106,7 +1129,9 @@ class Pipe(_Resource):
         del self._held[held.hash]
         self._engine._registry.pop(held.hash, None)
         self.dropped += 1
-        self._engine._countDropped(1)
+        engine = self._engine
+        engine._countDropped(1)
+        engine._pipeDrops.count(self.hash, 1, pipe=self.hash, domain=self.domain, dropped=self.dropped)
 
     def _pull(self):
         """An ondemand pipe that is ready takes a message from its rotator/service feeds."""

@@ -9,11 +9,11 @@ absolute URI, a bare path, or (for a join's C{feed}) a public feed's name.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, unquote, urlsplit
 
+from rocketd.http.hosts import validHost
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED
 
 #: The path every RestMS resource lives under.
@@ -21,10 +21,6 @@ PREFIX = "/restms"
 #: The path prefix of private resources; a hash follows it.
 RESOURCE = PREFIX + "/resource/"
 
-# A Host header we are willing to copy into URIs: a DNS name or an IPv4
-# address, or a bracketed IPv6 address, and an optional port. Anything else
-# (quotes, spaces, markup) is never echoed: the listening address is used.
-_HOST = re.compile(r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 def baseURI(request) -> str:
@@ -36,13 +32,13 @@ def baseURI(request) -> str:
     """
     scheme = "https" if request.isSecure() else "http"
     host = request.getHeader(b"host")
-    if host:
-        try:
-            text = host.decode("ascii")
-        except UnicodeDecodeError:
-            text = ""
-        if _HOST.match(text):
-            return f"{scheme}://{text}"
+    # A Host we are willing to copy into URIs: a DNS name or an IPv4
+    # address, or a bracketed IPv6 address, and an optional port. Anything
+    # else (quotes, spaces, markup, a name that is not one: a..b) is never
+    # echoed: the listening address is used. (The listeners' site has
+    # already put the listening address in place of such a Host.)
+    if host and validHost(host):
+        return f"{scheme}://{host.decode('ascii')}"
     address = request.getHost()
     name = getattr(address, "host", "localhost")
     if ":" in name:

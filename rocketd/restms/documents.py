@@ -55,7 +55,10 @@ def _attrs(**values) -> Dict[str, str]:
 
 
 def feedElement(feed, base: str) -> Element:
-    """C{<feed name type title license href/>} (no name for a private feed)."""
+    """
+    C{<feed name type title license href dropped/>} (no name for a private
+    feed; C{dropped}: the messages its backlog limits dropped).
+    """
     return Element(
         "feed",
         _attrs(
@@ -64,6 +67,7 @@ def feedElement(feed, base: str) -> Element:
             title=feed.title,
             license=feed.license,
             href=base + feedPath(feed),
+            dropped=str(feed.dropped),
         ),
         [],
     )
@@ -117,15 +121,22 @@ def asyncletElement(pipe, base: str) -> Element:
 
 def pipeElement(pipe, joins: Sequence, messages: Sequence, base: str) -> Element:
     """
-    C{<pipe name type title href>}: the joins, the held messages in order,
-    then exactly one asynclet.
+    C{<pipe name type title href dropped>}: the joins, the held messages
+    in order, then exactly one asynclet. C{dropped}: the messages its depth
+    limit dropped.
     """
     children = [joinElement(join, base) for join in joins]
     children.extend(messageSummaryElement(held, base) for held in messages)
     children.append(asyncletElement(pipe, base))
     return Element(
         "pipe",
-        {"name": pipe.name, "type": pipe.type, "title": pipe.title, "href": base + resourcePath(pipe.hash)},
+        {
+            "name": pipe.name,
+            "type": pipe.type,
+            "title": pipe.title,
+            "href": base + resourcePath(pipe.hash),
+            "dropped": str(pipe.dropped),
+        },
         children,
     )
 

@@ -172,6 +172,9 @@ class BackendApp:
     @ivar subscriberCounters: callables C{(feed)} answering how many
         subscribers of a channel's feed are not joins onto it (the
         WebSocket frontend's browsers).
+    @ivar slowClientCounters: callables C{(vhost path)} answering how many
+        WebSocket clients of the vhost were closed because their send
+        queue was full (the WebSocket frontend).
     """
 
     log = Logger()
@@ -194,6 +197,7 @@ class BackendApp:
         self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
         self.channelClosedObservers = []
         self.subscriberCounters = []
+        self.slowClientCounters = []
         vhosts.addObserver(self._vhostChanged)
 
     def resource(self, websocket: Optional[Resource] = None) -> Resource:
@@ -352,6 +356,15 @@ class BackendApp:
             str, "connected": float}} (POSIX time), oldest first.
         """
         return self.workers.listWorkers(vhost)
+
+    def slowClientsClosed(self, vhost) -> int:
+        """
+        @return: how many WebSocket clients of the vhost were closed because
+            they read too slowly (their send queue was full), since the
+            daemon started.
+        """
+        path = self.vhosts.resolve(vhost).path
+        return sum(count(path) for count in self.slowClientCounters)
 
     def issueToken(self, vhost, uid: str, channels: str) -> str:
         """

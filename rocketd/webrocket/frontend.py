@@ -31,6 +31,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from rocketd.droplog import DropWarnings
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
 from rocketd.http.directwrite import directWriter
 from rocketd.webrocket._fanout import ChannelFans
@@ -98,7 +99,8 @@ class Frontend:
     @ivar presence: the L{Presence} of the presence channels.
     @ivar fans: the L{ChannelFans}: what channels hand out, to subscribers.
     @ivar overflows: how many connections were closed for overflowing
-        their send queue.
+        their send queue (L{slowClientsClosed} counts them per vhost; a
+        warning says so at most once a minute per vhost).
     @ivar connections: how many connections are open.
     """
 
@@ -126,10 +128,18 @@ class Frontend:
         self.presence = Presence()
         self.fans = ChannelFans(clock)
         self.overflows = 0
+        self._overflowsByVhost: Dict[str, int] = {}
+        self._overflowWarnings = DropWarnings(
+            self.log,
+            clock,
+            "WebSocket clients of {vhost} closed because they read too slowly (their send queue was full): "
+            "{count} since the last warning, {closed} since the daemon started",
+        )
         self._sessions: Dict[str, Session] = {}
         self._subscribers: Dict[ChannelKey, Dict[str, Subscription]] = {}
         backend.channelClosedObservers.append(self._channelClosed)
         backend.subscriberCounters.append(self.fans.sinks)
+        backend.slowClientCounters.append(self.slowClientsClosed)
         vhosts.addObserver(self._vhostChanged)
 
     @property
@@ -180,12 +190,19 @@ class Frontend:
     def overflowed(self, session: Session) -> None:
         """A session's send queue overflowed: count it (the protocol closes it)."""
         self.overflows += 1
+        path = session.vhost.path
+        closed = self._overflowsByVhost[path] = self._overflowsByVhost.get(path, 0) + 1
         self.log.info(
             "{sid} on {vhost} read too slowly and was disconnected ({overflows} so far)",
             sid=session.sid,
-            vhost=session.vhost.path,
+            vhost=path,
             overflows=self.overflows,
         )
+        self._overflowWarnings.count(path, 1, vhost=path, closed=closed)
+
+    def slowClientsClosed(self, vhost: str) -> int:
+        """@return: how many clients of the vhost (a path) were closed because their send queue was full."""
+        return self._overflowsByVhost.get(vhost, 0)
 
     def _forgetSession(self, session: Session) -> None:
         self._sessions.pop(session.sid, None)
@@ -266,6 +283,7 @@ class Frontend:
     def _vhostChanged(self, event: str, vhost) -> None:
         if event != DELETED:
             return
+        self._overflowsByVhost.pop(vhost.path, None)
         for session in self.sessions(vhost.path):
             session.close(CLOSE_GOING_AWAY, "The vhost was deleted.")
         self.presence.forgetVhost(vhost.path)

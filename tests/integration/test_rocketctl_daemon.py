@@ -98,7 +98,13 @@ def test_manageAVhost(daemon):
     """list, show, regenerate-token, channels and delete, checked on the backend API."""
     old = addVhost(daemon, "/sun")
     assert "/sun" in ok(daemon, "list-vhosts")
-    assert showVhost(daemon, "/sun") == {"path": "/sun", "token": old, "channels": "0", "declared": "no"}
+    assert showVhost(daemon, "/sun") == {
+        "path": "/sun",
+        "token": old,
+        "channels": "0",
+        "slow clients closed": "0",
+        "declared": "no",
+    }
 
     (new,) = ok(daemon, "regenerate-token", "/sun")
     assert TOKEN.fullmatch(new) and new != old
@@ -228,7 +234,13 @@ def declared(tmp_path_factory):
 def test_declaredVhost(declared):
     """A vhost from the config file is shown but can't be deleted or re-tokened."""
     assert ok(declared, "list-vhosts") == ["/fixed"]
-    assert showVhost(declared, "/fixed") == {"path": "/fixed", "token": DECLARED, "channels": "0", "declared": "yes"}
+    assert showVhost(declared, "/fixed") == {
+        "path": "/fixed",
+        "token": DECLARED,
+        "channels": "0",
+        "slow clients closed": "0",
+        "declared": "yes",
+    }
     assert "config" in failing(declared, "delete-vhost", "/fixed")
     assert "config" in failing(declared, "regenerate-token", "/fixed")
     assert showVhost(declared, "/fixed")["token"] == DECLARED
