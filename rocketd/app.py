@@ -17,7 +17,13 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
-from rocketd.http.connections import ConnectionLimitFactory, fitToFileLimit, listenBacklog, withBacklog
+from rocketd.http.connections import (
+    ConnectionLimitFactory,
+    LimitingReactor,
+    fitToFileLimit,
+    listenBacklog,
+    withBacklog,
+)
 from rocketd.http.limits import BoundedSite
 
 log = Logger()
@@ -245,8 +251,11 @@ def makeRocketdService(config, reactor):
         ("main", config.listen, rocketd.site(), mainCap),
         ("admin", config.admin, rocketd.adminSite(), adminCap),
     ):
-        factory = ConnectionLimitFactory(site, cap, clock=reactor, name=name)
-        listener = StreamServerEndpointService(serverFromString(reactor, withBacklog(endpoint, backlog)), factory)
+        # The cap wraps whatever the endpoint listens with (TLS included).
+        limited = LimitingReactor(
+            reactor, lambda factory, cap=cap, name=name: ConnectionLimitFactory(factory, cap, clock=reactor, name=name)
+        )
+        listener = StreamServerEndpointService(serverFromString(limited, withBacklog(endpoint, backlog)), site)
         # A listener that can't listen (the port is taken) stops the start
         # instead of leaving a daemon that serves nothing.
         listener._raiseSynchronously = True

@@ -7,13 +7,16 @@ cap, the listen backlog and the file descriptor limit.
 from __future__ import annotations
 
 import os
+import socket
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -26,6 +29,7 @@ from rocketd.http.connections import (
     DEFAULT_BACKLOG,
     REPORT_INTERVAL,
     ConnectionLimitFactory,
+    LimitingReactor,
     fitToFileLimit,
     listenBacklog,
     withBacklog,
@@ -305,6 +309,72 @@ class ConnectionLimitTests(TestCase):
         self.assertEqual(rocketd.frontend.connections, 0)
 
 
+    def test_insideAWrapper(self):
+        """
+        Inside another wrapper (which is the transport), the wrapper is its
+        protocol's transport, and a takeover of the wrapper's protocol
+        (as autobahn does over such a transport) leaves it counted.
+        """
+        outer = ProtocolWrapper(WrappingFactory(self.factory), None)
+        tracked = self.factory.buildProtocol(PEER)
+        outer.wrappedProtocol = tracked
+        outer.makeConnection(StringTransport(peerAddress=PEER))
+        self.assertIs(tracked.wrappedProtocol.transport, tracked)
+        self.assertEqual(self.factory.openConnections, 1)
+        takeover = Recorder()
+        tracked.wrappedProtocol.transport.wrappedProtocol = takeover
+        outer.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.factory.openConnections, 0)
+        self.assertIsNotNone(takeover.lost)
+
+
+class LimitingReactorTests(TestCase):
+    """The limit wraps whatever factory an endpoint listens with, outermost."""
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.limited = LimitingReactor(
+            self.reactor, lambda factory: ConnectionLimitFactory(factory, 5, clock=self.reactor)
+        )
+        self.site = Factory.forProtocol(Recorder)
+
+    def test_tcp(self):
+        serverFromString(self.limited, "tcp:9080:interface=127.0.0.1:backlog=9").listen(self.site)
+        [(port, factory, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (9080, 9, "127.0.0.1"))
+        self.assertIsInstance(factory, ConnectionLimitFactory)
+        self.assertIs(factory.wrappedFactory, self.site)
+        self.assertEqual(self.limited.factories, [factory])
+
+    def test_tls(self):
+        """
+        TLS goes inside the limit: a connection in its handshake is
+        counted, and one beyond the cap is closed before any handshake.
+        """
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        self.limited.listenSSL(8443, self.site, CertificateOptions(), 12, "127.0.0.1")
+        [(port, factory, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (8443, 12, "127.0.0.1"))
+        self.assertIsInstance(factory, ConnectionLimitFactory)
+        self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)
+        self.assertIs(factory.wrappedFactory.wrappedFactory, self.site)
+
+    def test_unixAndSystemd(self):
+        self.limited.listenUNIX("/run/x.sock", self.site, 33)
+        [(address, factory, backlog, mode, wantPID)] = self.reactor.unixServers
+        self.assertEqual((address, backlog), ("/run/x.sock", 33))
+        self.assertIs(factory.wrappedFactory, self.site)
+        self.limited.adoptStreamPort(3, socket.AF_INET, self.site)
+        [(fileno, family, factory)] = self.reactor.adoptedPorts
+        self.assertIs(factory.wrappedFactory, self.site)
+
+    def test_otherCalls(self):
+        """Everything else is the reactor's."""
+        self.assertEqual(self.limited.seconds(), self.reactor.seconds())
+
+
 class BacklogTests(TestCase):
     def test_withBacklog(self):
         """A backlog is added to the endpoint types that take one and have none."""
@@ -352,6 +422,18 @@ class BacklogTests(TestCase):
         self.assertEqual(listeners[9082][0].maxConnections, ADMIN_MAX_CONNECTIONS)
         listeners = self.service(listen="tcp:9080:backlog=7", admin="tcp:9082:interface=127.0.0.1")
         self.assertEqual(listeners[9080][1], 7)
+
+    def test_unixListener(self):
+        """A unix socket listener gets the default backlog and the cap too."""
+        reactor = MemoryReactorClock()
+        path = os.path.join(temporaryDirectory(self).path, "main.sock")
+        config = Config(state_dir=temporaryDirectory(self).path, listen=f"unix:{path}", max_connections=40)
+        service = makeRocketdService(config, reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(address, factory, backlog, mode, wantPID)] = reactor.unixServers
+        self.assertEqual((address, backlog, factory.maxConnections), (path, listenBacklog(), 40))
 
 
 class FileLimitTests(TestCase):

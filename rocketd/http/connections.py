@@ -11,9 +11,16 @@ queue is long enough for bursts of connects.
   - L{ConnectionLimitFactory}: wraps a listener's factory and closes every
     connection beyond C{maxConnections} as soon as it is accepted, without
     reading from it; it counts them and logs a warning at most once a
-    minute. With L{fitToFileLimit}, the caps stay below the process's file
-    descriptor limit, so the daemon never runs out of descriptors
-    (C{EMFILE}, after which the reactor can accept nobody).
+    minute. L{LimitingReactor} puts it outermost, whatever the endpoint
+    (TLS inside it). With L{fitToFileLimit}, the caps stay below the
+    process's file descriptor limit, so the daemon never runs out of
+    descriptors (C{EMFILE}, after which the reactor can accept nobody).
+
+Twisted's L{twisted.protocols.policies.LimitTotalConnectionsFactory} and
+L{WrappingFactory} would make their wrapper the protocol's transport:
+the HTTP channel and the WebSockets would then no longer write straight
+to the socket (L{rocketd.http.directwrite}). L{ConnectionLimitFactory}
+is a L{WrappingFactory} whose wrapper stays out of the way.
   - L{withBacklog}: a listen queue of L{DEFAULT_BACKLOG} (Twisted's default
     is 50: a burst of connects beyond it loses SYNs, which clients resend
     only after a second).
@@ -165,7 +172,8 @@ class _Tracked(ProtocolWrapper):
     the connection over replaces this wrapper's C{wrappedProtocol}
     (autobahn's WebSocketResource does, as the transport's protocol is a
     L{ProtocolWrapper}), so the wrapper stays, and still hears the end.
-    Over TLS (itself a wrapper), it is the transport, as any wrapper.
+    Inside another wrapper, it is the transport, as any wrapper (and a
+    takeover replaces its C{wrappedProtocol} again).
     """
 
     def makeConnection(self, transport):
@@ -250,6 +258,54 @@ class ConnectionLimitFactory(WrappingFactory):
             self._reportCall.cancel()
         self._reportCall = None
         WrappingFactory.stopFactory(self)
+
+
+class LimitingReactor:
+    """
+    The reactor that a listener's endpoint listens through: every factory
+    it listens with is wrapped by C{limit} (e.g. in a
+    L{ConnectionLimitFactory}) at the outermost level, so that the limit
+    counts every socket of the listener. For C{ssl:} endpoints, the TLS
+    layer goes inside the limit (as the reactor's own C{listenSSL} does
+    it, over C{listenTCP}): connections still in their handshake are
+    counted, and a refused one is closed before any handshake.
+
+    Endpoints that listen with C{listenTCP} (C{tcp}, C{tcp6}),
+    C{listenUNIX} (C{unix}), C{listenSSL} (C{ssl}) or C{adoptStreamPort}
+    (C{systemd}) are limited; anything else goes to the reactor as it is.
+
+    @ivar factories: the wrapping factories made, in order.
+    """
+
+    def __init__(self, reactor, limit: Callable[[object], object]):
+        self._reactor = reactor
+        self._limit = limit
+        self.factories: list = []
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def _wrap(self, factory):
+        wrapped = self._limit(factory)
+        self.factories.append(wrapped)
+        return wrapped
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self._reactor.listenTCP(port, self._wrap(factory), backlog, interface)
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        return self._reactor.listenUNIX(address, self._wrap(factory), backlog, mode, wantPID)
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        port = self._reactor.listenTCP(port, self._wrap(tls), backlog, interface)
+        port._type = "TLS"
+        return port
+
+    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, self._wrap(factory))
 
 
 def listenBacklog(wanted: int = DEFAULT_BACKLOG, somaxconn: str = SOMAXCONN) -> int:
