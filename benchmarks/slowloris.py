@@ -227,6 +227,8 @@ def main(argv=None) -> int:
     print(f"  closed otherwise: {len(otherClosed)} ({sum(c.reset for c in otherClosed)} reset)")
     print(f"  still open at the end: {len(stillOpen)}")
     print(f"normal client: {len(normal)} requests, {len(served)} served (200), {len(notServed)} not {errors or ''}")
+    if notServed:
+        print(f"  not served from {notServed[0][0] - began:.1f} s to {notServed[-1][0] - began:.1f} s into the run")
     print(f"  first served {firstServed:.1f} s into the run; latency p50 "
           f"{percentile([r[2] for r in served], 0.5) * 1000:.0f} ms, max {max((r[2] for r in served), default=0) * 1000:.0f} ms")
     print(f"  after the run: {sum(r[1] == 200 for r in after)}/{len(after)} served; daemon alive: {alive}")

@@ -274,9 +274,11 @@ class ConnectionLimitTests(TestCase):
         self.connect()
         self.assertEqual([e["count"] for e in self.events], [1, 5, 1])
 
-    def test_stopCancelsTheReport(self):
-        self.connect(), self.connect(), self.connect()
+    def test_stop(self):
+        """Stopping tells the count not told yet, and leaves no timer."""
+        self.connect(), self.connect(), self.connect(), self.connect(), self.connect()
         self.factory.doStop()
+        self.assertEqual([e["count"] for e in self.events], [1, 2])
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.factory.doStart()
 

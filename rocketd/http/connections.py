@@ -198,7 +198,8 @@ class ConnectionLimitFactory(WrappingFactory):
 
     A warning says how many were refused: at the first refusal, then at
     most once every L{REPORT_INTERVAL} seconds (on C{clock}) while
-    refusals go on, with the count since the last warning.
+    refusals go on, with the count since the last warning (and when the
+    listener stops, if some were not told yet).
 
     @ivar maxConnections: the most connections open at once.
     @ivar refused: how many connections were refused, in all.
@@ -254,7 +255,11 @@ class ConnectionLimitFactory(WrappingFactory):
         self._reportCall = self.clock.callLater(REPORT_INTERVAL, self._report)
 
     def stopFactory(self):
+        # What was refused since the last warning is told now.
         if self._reportCall is not None and self._reportCall.active():
+            self._reportCall.cancel()
+        self._report()
+        if self._reportCall is not None:
             self._reportCall.cancel()
         self._reportCall = None
         WrappingFactory.stopFactory(self)
