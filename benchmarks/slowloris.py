@@ -223,7 +223,7 @@ def main(argv=None) -> int:
           + (f" ({sorted(set(c.failed for c in failed))})" if failed else ""))
     print(f"  answered 408 and closed: {len(got408)} (after {percentile(held, 0.5):.1f} s median, "
           f"{max(held, default=float('nan')):.1f} s max)")
-    print(f"  closed at once without an answer (the cap): {len(refused)}")
+    print(f"  closed at once without an answer: {len(refused)}")
     print(f"  closed otherwise: {len(otherClosed)} ({sum(c.reset for c in otherClosed)} reset)")
     print(f"  still open at the end: {len(stillOpen)}")
     print(f"normal client: {len(normal)} requests, {len(served)} served (200), {len(notServed)} not {errors or ''}")
