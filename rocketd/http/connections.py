@@ -76,10 +76,8 @@ class HeadDeadlineChannel(HTTPChannel):
     (streams, long polls, WebSockets) are not timed by it. When it runs
     out with part of a head in, the client gets a plain-text 408 with
     C{Connection: close}, and the connection is closed (aborted if the
-    client does not let the answer out within C{abortTimeout}).
-
-    @ivar headTimeouts: not on the channel but on its site: each timeout
-        adds one to C{site.headTimeouts} when the site has it.
+    client does not let the answer out within C{abortTimeout}). Each
+    time, C{site.headTimeouts} (when the site has it) counts one more.
     """
 
     _log = Logger()
