@@ -20,8 +20,19 @@ from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
 from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
+from rocketd.http.connections import (
+    ConnectionLimitFactory,
+    LimitingReactor,
+    fitToFileLimit,
+    listenBacklog,
+    withBacklog,
+)
 
 log = Logger()
+
+#: The most connections the admin listener keeps open (rocketctl makes one
+#: at a time).
+ADMIN_MAX_CONNECTIONS = 128
 
 
 class RootResource(Resource):
@@ -194,6 +205,8 @@ class Rocketd:
             tooLargeBody=_tooLargeBody,
             internalError=internalError,
             logPath=self.config.access_log or None,
+            headTimeout=self.config.head_timeout,
+            reactor=self.reactor,
         )
         if not self.config.access_log:
             # No access log: not even the line per request that a Site
@@ -240,8 +253,27 @@ def makeRocketdService(config, reactor):
     FilePath(config.state_dir).makedirs(ignoreExistingDirectory=True)
     rocketd = Rocketd(config, reactor)
     service = _RocketdService(rocketd)
-    for name, endpoint, site in (("main", config.listen, rocketd.site()), ("admin", config.admin, rocketd.adminSite())):
-        listener = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
+    # Every connection is a file descriptor: the caps must fit the
+    # process's limit, or a flood of clients ends in EMFILE.
+    (mainCap, adminCap), fittedTo = fitToFileLimit((config.max_connections, ADMIN_MAX_CONNECTIONS))
+    if fittedTo is not None:
+        log.warn(
+            "max_connections {wanted} does not fit the file descriptor limit {limit}: "
+            "the main listener keeps at most {cap} connections open.",
+            wanted=config.max_connections,
+            limit=fittedTo,
+            cap=mainCap,
+        )
+    backlog = listenBacklog()
+    for name, endpoint, site, cap in (
+        ("main", config.listen, rocketd.site(), mainCap),
+        ("admin", config.admin, rocketd.adminSite(), adminCap),
+    ):
+        # The cap wraps whatever the endpoint listens with (TLS included).
+        limited = LimitingReactor(
+            reactor, lambda factory, cap=cap, name=name: ConnectionLimitFactory(factory, cap, clock=reactor, name=name)
+        )
+        listener = StreamServerEndpointService(serverFromString(limited, withBacklog(endpoint, backlog)), site)
         # A listener that can't listen (the port is taken) stops the start
         # instead of leaving a daemon that serves nothing.
         listener._raiseSynchronously = True

@@ -77,6 +77,10 @@ class Config:
         C{"loopback"}, clients on this machine only, or C{"any"}.
     @ivar access_log: a file to append one line per HTTP request to
         (the combined log format), or C{""} for no access log.
+    @ivar head_timeout: the longest a request's head (request line and
+        headers) may take to arrive, in seconds (then 408 and close).
+    @ivar max_connections: the most connections the main listener keeps
+        open at once; beyond it new ones are closed at once, and counted.
     """
 
     listen: str = "tcp:8080"
@@ -101,6 +105,8 @@ class Config:
     vhosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
     access_log: str = ""
+    head_timeout: float = 10.0
+    max_connections: int = 4096
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -108,7 +114,16 @@ class Config:
 #: L{VHOST_SECTION}).
 SECTIONS: Mapping[str, tuple] = MappingProxyType(
     {
-        "rocketd": ("listen", "admin", "state_dir", "engine", "log_level", "access_log"),
+        "rocketd": (
+            "listen",
+            "admin",
+            "state_dir",
+            "engine",
+            "log_level",
+            "access_log",
+            "head_timeout",
+            "max_connections",
+        ),
         "restms": (
             "max_body",
             "long_poll",
@@ -243,6 +258,8 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "send_queue": _positiveInt,
         "allowed_origins": _origins,
         "ping_interval": _positiveFloat,
+        "head_timeout": _positiveFloat,
+        "max_connections": _positiveInt,
     }
 )
 

@@ -139,7 +139,8 @@ class MakeServiceTests(OptionsTestCase):
     def test_listens(self):
         """
         The service, started, listens on the main and admin endpoints with
-        web sites, and stops listening when stopped.
+        web sites (behind their connection limits), and stops listening
+        when stopped.
         """
         reactor = MemoryReactorClock()
         service, state = self.makeService(
@@ -155,7 +156,7 @@ class MakeServiceTests(OptionsTestCase):
         listening = sorted((port, interface) for port, factory, backlog, interface in reactor.tcpServers)
         self.assertEqual(listening, [(9080, "127.0.0.1"), (9082, "127.0.0.2")])
         for port, factory, backlog, interface in reactor.tcpServers:
-            self.assertIsInstance(factory, Site)
+            self.assertIsInstance(factory.wrappedFactory, Site)
         self.assertTrue(os.path.isdir(state))
 
     def test_defaultReactor(self):

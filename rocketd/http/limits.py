@@ -15,17 +15,21 @@ A refused request is never dispatched to the resource. The 413 carries
 C{Connection: close}, the rest of the body is discarded, and the
 connection is closed once the answer is written (the client may still be
 sending, so keeping the connection for another request is not an option).
+
+Its connections are L{rocketd.http.connections.HeadDeadlineChannel}s: a
+request head that takes longer than C{headTimeout} is answered with 408.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web.http import datetimeToString
 from twisted.web.server import Request, Site, version
 
+from rocketd.http.connections import headDeadlineProtocol
 from rocketd.http.directwrite import sendBuffered
 
 # Chunked bodies are kept in memory when the limit is at most this.
@@ -146,15 +150,21 @@ class BoundedRequest(Request):
 
 class BoundedSite(Site):
     """
-    A L{Site} that refuses request bodies over C{maxBody} bytes with 413.
+    A L{Site} that refuses request bodies over C{maxBody} bytes with 413,
+    and request heads slower than C{headTimeout} with 408.
 
     @ivar maxBody: the largest body accepted, in bytes.
+    @ivar headTimeout: the longest a request head may take, in seconds
+        (None: no limit).
+    @ivar headTimeouts: how many heads took longer (and got a 408).
     @ivar tooLargeBody: C{callable(request) -> (contentType, body)}, both
         bytes, giving the 413 answer (C{request.path} and the request
         headers are available).
     """
 
     requestFactory = BoundedRequest
+    protocol = headDeadlineProtocol
+    headTimeouts = 0
 
     def __init__(
         self,
@@ -162,6 +172,7 @@ class BoundedSite(Site):
         maxBody: int,
         tooLargeBody: Callable[[Request], TooLargeAnswer] = plainTooLarge,
         *,
+        headTimeout: Optional[float] = None,
         parsePOSTFormSubmission: bool = False,
         **kwargs,
     ):
@@ -169,6 +180,8 @@ class BoundedSite(Site):
         @param resource: the root resource.
         @param maxBody: the largest body accepted, in bytes (>= 0).
         @param tooLargeBody: builds the 413 answer.
+        @param headTimeout: the longest a request head may take, in
+            seconds, on the site's C{reactor} (None: no limit).
         @param parsePOSTFormSubmission: off by default: a form-encoded body
             is data to the faces (a content to stage), not request
             arguments.
@@ -180,3 +193,4 @@ class BoundedSite(Site):
         Site.__init__(self, resource, parsePOSTFormSubmission=parsePOSTFormSubmission, **kwargs)
         self.maxBody = maxBody
         self.tooLargeBody = tooLargeBody
+        self.headTimeout = headTimeout

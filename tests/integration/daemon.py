@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -98,8 +99,14 @@ class Daemon:
     @ivar process: the running L{subprocess.Popen}, or None.
     """
 
-    def __init__(self, startTimeout: float = 20.0, stopTimeout: float = 10.0):
+    def __init__(self, startTimeout: float = 20.0, stopTimeout: float = 10.0, fileLimit: Optional[int] = None):
+        """
+        @param fileLimit: the daemon's limit on open files (soft and hard
+            C{RLIMIT_NOFILE}, as C{ulimit -n} sets), or None for this
+            process's.
+        """
         self.startTimeout = startTimeout
+        self.fileLimit = fileLimit
         self.stopTimeout = stopTimeout
         self.process: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
@@ -173,12 +180,17 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if self.fileLimit is None else self._limitFiles,
         )
         try:
             self._waitUntilServing()
         except BaseException:
             self.stop()
             raise
+
+    def _limitFiles(self) -> None:
+        # In the child, before exec.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fileLimit, self.fileLimit))
 
     def _waitUntilServing(self) -> None:
         deadline = time.monotonic() + self.startTimeout

@@ -1,0 +1,375 @@
+"""
+What one client may hold of a listener: a request head has a deadline,
+a listener keeps a bounded number of connections open, and its listen
+queue is long enough for bursts of connects.
+
+  - L{HeadDeadlineChannel}: Twisted's idle timeout is reset by every byte,
+    so a client that trickles its request head keeps its connection for
+    ever. This channel gives each request head (request line and headers)
+    C{site.headTimeout} seconds in total: when they pass first, it answers
+    408 and closes (see the class for when the clock starts).
+  - L{ConnectionLimitFactory}: wraps a listener's factory and closes every
+    connection beyond C{maxConnections} as soon as it is accepted, without
+    reading from it; it counts them and logs a warning at most once a
+    minute. L{LimitingReactor} puts it outermost, whatever the endpoint
+    (TLS inside it). With L{fitToFileLimit}, the caps stay below the
+    process's file descriptor limit, so the daemon never runs out of
+    descriptors (C{EMFILE}, after which the reactor can accept nobody).
+
+Twisted's L{twisted.protocols.policies.LimitTotalConnectionsFactory} and
+L{WrappingFactory} would make their wrapper the protocol's transport:
+the HTTP channel and the WebSockets would then no longer write straight
+to the socket (L{rocketd.http.directwrite}). L{ConnectionLimitFactory}
+is a L{WrappingFactory} whose wrapper stays out of the way.
+  - L{withBacklog}: a listen queue of L{DEFAULT_BACKLOG} (Twisted's default
+    is 50: a burst of connects beyond it loses SYNs, which clients resend
+    only after a second).
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Callable, Optional, Sequence, Tuple
+
+from twisted.internet.endpoints import _parse
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+
+#: The listen queue asked for when an endpoint string names none.
+DEFAULT_BACKLOG = 1024
+#: Where Linux says the longest listen queue it grants.
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
+#: File descriptors kept for what is not a connection: the listening
+#: sockets, the reactor's, the logs, the state files.
+FD_RESERVE = 64
+#: Seconds between two warnings about refused connections.
+REPORT_INTERVAL = 60.0
+
+#: The answer to a head that did not arrive in time.
+_BODY_408 = b"The request head did not arrive in time.\n"
+RESPONSE_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" % (len(_BODY_408),)
+) + _BODY_408
+
+# Where a connection is in its current request.
+_IDLE, _HEAD, _AFTER_HEAD = "idle", "head", "after head"
+
+
+class HeadDeadlineChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} that gives every request head C{site.headTimeout}
+    seconds (None or 0: no deadline) on its C{callLater}, the site's
+    reactor.
+
+    The clock starts when the connection is made, for its first request
+    (a client that connects and sends nothing is closed then, without an
+    answer), and at the first byte of each further request on a
+    keep-alive connection: a connection idle between requests is
+    governed by the idle timeout (C{timeOut}) alone. The clock stops when
+    the last header line is in; the body, the handling and the response
+    (streams, long polls, WebSockets) are not timed by it. When it runs
+    out with part of a head in, the client gets a plain-text 408 with
+    C{Connection: close}, and the connection is closed (aborted if the
+    client does not let the answer out within C{abortTimeout}). Each
+    time, C{site.headTimeouts} (when the site has it) counts one more.
+    """
+
+    _log = Logger()
+    _phase = _IDLE
+    _headCall = None
+    _headBytes = False
+
+    def connectionMade(self):
+        HTTPChannel.connectionMade(self)
+        self._startHead(received=False)
+
+    def dataReceived(self, data):
+        if data:
+            if self._phase == _IDLE:
+                self._startHead(received=True)
+            else:
+                self._headBytes = True
+        HTTPChannel.dataReceived(self, data)
+
+    def allHeadersReceived(self):
+        # Before the request sees its headers: it may answer at once (413).
+        self._stopHead()
+        self._phase = _AFTER_HEAD
+        HTTPChannel.allHeadersReceived(self)
+
+    def requestDone(self, request):
+        self._phase = _IDLE
+        # Buffered bytes of a pipelined request come back through
+        # dataReceived, and start the next head's clock there.
+        HTTPChannel.requestDone(self, request)
+        if self._phase == _IDLE and self._buffer and self.persistent:
+            # The next request's first bytes came in the same read as the
+            # end of this one, and are waiting in the line buffer.
+            self._startHead(received=True)
+
+    def connectionLost(self, reason):
+        self._stopHead()
+        HTTPChannel.connectionLost(self, reason)
+
+    def _startHead(self, received: bool) -> None:
+        self._phase = _HEAD
+        self._headBytes = received
+        timeout = getattr(self.site, "headTimeout", None)
+        if timeout and self._headCall is None:
+            self._headCall = self.callLater(timeout, self._headTimedOut)
+
+    def _stopHead(self) -> None:
+        if self._headCall is not None:
+            if self._headCall.active():
+                self._headCall.cancel()
+            self._headCall = None
+
+    def _headTimedOut(self) -> None:
+        self._headCall = None
+        transport = self.transport
+        if transport is None or transport.disconnecting:
+            return
+        counted = getattr(self.site, "headTimeouts", None)
+        if counted is not None:
+            self.site.headTimeouts = counted + 1
+        self._log.debug("Request head timed out: {peer}", peer=str(transport.getPeer()))
+        # Nothing more of this connection is parsed.
+        self.persistent = False
+        self.dataReceived = self.lineReceived = lambda *args: None
+        if self._headBytes:
+            transport.write(RESPONSE_408)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+
+def headDeadlineProtocol(factory=None):
+    """
+    What an L{HTTPFactory}'s C{protocol} builds: Twisted's own wrapper
+    (which would switch to HTTP/2 when TLS negotiates it) around a
+    L{HeadDeadlineChannel}.
+    """
+    return _GenericHTTPChannelProtocol(HeadDeadlineChannel())
+
+
+class _Tracked(ProtocolWrapper):
+    """
+    The wrapper that tells a L{ConnectionLimitFactory} when its connection
+    is made and lost.
+
+    Unlike a plain L{ProtocolWrapper}, it is not its protocol's transport
+    when the transport is a plain TCP or unix connection: the HTTP channel
+    and what takes the connection over (a WebSocket) write straight to
+    the socket (see L{rocketd.http.directwrite}). A protocol that takes
+    the connection over replaces this wrapper's C{wrappedProtocol}
+    (autobahn's WebSocketResource does, as the transport's protocol is a
+    L{ProtocolWrapper}), so the wrapper stays, and still hears the end.
+    Inside another wrapper, it is the transport, as any wrapper (and a
+    takeover replaces its C{wrappedProtocol} again).
+    """
+
+    def makeConnection(self, transport):
+        if isinstance(transport, ProtocolWrapper):
+            ProtocolWrapper.makeConnection(self, transport)
+            return
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+        self.wrappedProtocol.makeConnection(transport)
+
+    def logPrefix(self):
+        wrapped = self.wrappedProtocol
+        return wrapped.logPrefix() if hasattr(wrapped, "logPrefix") else wrapped.__class__.__name__
+
+
+class ConnectionLimitFactory(WrappingFactory):
+    """
+    A listener's factory that keeps at most C{maxConnections} connections
+    open: the next one is closed as soon as it is accepted (nothing is
+    read from it, nothing is answered: the cheapest way to say no), and
+    counted.
+
+    A warning says how many were refused: at the first refusal, then at
+    most once every L{REPORT_INTERVAL} seconds (on C{clock}) while
+    refusals go on, with the count since the last warning (and when the
+    listener stops, if some were not told yet).
+
+    @ivar maxConnections: the most connections open at once.
+    @ivar refused: how many connections were refused, in all.
+    @ivar name: the listener's name, for the log.
+    """
+
+    protocol = _Tracked
+    noisy = False
+    log = Logger()
+
+    def __init__(self, wrappedFactory, maxConnections: int, clock, name: str = "listener"):
+        if maxConnections < 1:
+            raise ValueError("maxConnections must be at least 1")
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.maxConnections = maxConnections
+        self.clock = clock
+        self.name = name
+        self.refused = 0
+        self._unreported = 0
+        self._reportCall = None
+
+    @property
+    def openConnections(self) -> int:
+        """How many connections are open now."""
+        return len(self.protocols)
+
+    def logPrefix(self):
+        # The listener's log lines read as they did without the limit.
+        return self.wrappedFactory.logPrefix()
+
+    def buildProtocol(self, addr):
+        if len(self.protocols) >= self.maxConnections:
+            self.refused += 1
+            self._unreported += 1
+            if self._reportCall is None:
+                self._report()
+            return None
+        return WrappingFactory.buildProtocol(self, addr)
+
+    def _report(self) -> None:
+        self._reportCall = None
+        if not self._unreported:
+            return
+        self.log.warn(
+            "The {name} listener refused {count} connection(s) since the last report "
+            "({total} in all): {max} were open, its limit (max_connections).",
+            name=self.name,
+            count=self._unreported,
+            total=self.refused,
+            max=self.maxConnections,
+        )
+        self._unreported = 0
+        self._reportCall = self.clock.callLater(REPORT_INTERVAL, self._report)
+
+    def stopFactory(self):
+        # What was refused since the last warning is told now.
+        if self._reportCall is not None and self._reportCall.active():
+            self._reportCall.cancel()
+        self._report()
+        if self._reportCall is not None:
+            self._reportCall.cancel()
+        self._reportCall = None
+        WrappingFactory.stopFactory(self)
+
+
+class LimitingReactor:
+    """
+    The reactor that a listener's endpoint listens through: every factory
+    it listens with is wrapped by C{limit} (e.g. in a
+    L{ConnectionLimitFactory}) at the outermost level, so that the limit
+    counts every socket of the listener. For C{ssl:} endpoints, the TLS
+    layer goes inside the limit (as the reactor's own C{listenSSL} does
+    it, over C{listenTCP}): connections still in their handshake are
+    counted, and a refused one is closed before any handshake.
+
+    Endpoints that listen with C{listenTCP} (C{tcp}, C{tcp6}),
+    C{listenUNIX} (C{unix}), C{listenSSL} (C{ssl}) or C{adoptStreamPort}
+    (C{systemd}) are limited; anything else goes to the reactor as it is.
+
+    @ivar factories: the wrapping factories made, in order.
+    """
+
+    def __init__(self, reactor, limit: Callable[[object], object]):
+        self._reactor = reactor
+        self._limit = limit
+        self.factories: list = []
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def _wrap(self, factory):
+        wrapped = self._limit(factory)
+        self.factories.append(wrapped)
+        return wrapped
+
+    def listenTCP(self, port, factory, backlog=50, interface=""):
+        return self._reactor.listenTCP(port, self._wrap(factory), backlog, interface)
+
+    def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+        return self._reactor.listenUNIX(address, self._wrap(factory), backlog, mode, wantPID)
+
+    def listenSSL(self, port, factory, contextFactory, backlog=50, interface=""):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        tls = TLSMemoryBIOFactory(contextFactory, False, factory)
+        port = self._reactor.listenTCP(port, self._wrap(tls), backlog, interface)
+        port._type = "TLS"
+        return port
+
+    def adoptStreamPort(self, fileDescriptor, addressFamily, factory):
+        return self._reactor.adoptStreamPort(fileDescriptor, addressFamily, self._wrap(factory))
+
+
+def listenBacklog(wanted: int = DEFAULT_BACKLOG, somaxconn: str = SOMAXCONN) -> int:
+    """
+    @return: C{wanted}, or less if the kernel grants less (it would
+        silently cut it to C{somaxconn} anyway).
+    """
+    try:
+        with open(somaxconn) as f:
+            granted = int(f.read().strip())
+    except (OSError, ValueError):
+        return wanted
+    return max(1, min(wanted, granted))
+
+
+#: Endpoint type -> the index, in its positional arguments (the type
+#: first), that is the backlog.
+_BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "unix": 3, "ssl": 6}
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    @param description: a server endpoint string.
+    @return: C{description} with C{:backlog=BACKLOG} appended when it is a
+        C{tcp}, C{tcp6}, C{unix} or C{ssl} endpoint that names no backlog;
+        otherwise C{description} as it is.
+    """
+    args, kwargs = _parse(description)
+    position = _BACKLOG_POSITION.get(args[0] if args else None)
+    if position is None or "backlog" in kwargs or len(args) > position:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def fitToFileLimit(
+    caps: Sequence[int],
+    reserve: int = FD_RESERVE,
+    getrlimit: Callable[[int], Tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, Tuple[int, int]], None] = resource.setrlimit,
+) -> Tuple[Tuple[int, ...], Optional[int]]:
+    """
+    Make room for C{caps} connections (one cap per listener) and
+    C{reserve} more descriptors: raise the soft C{RLIMIT_NOFILE} as far as
+    that needs (never beyond the hard limit); if that is not enough, lower
+    the first cap (the main listener's) until everything fits.
+
+    @return: C{(caps, limit)}: the caps to use, and the soft limit they
+        were fitted to when the first cap had to be lowered (else None).
+    """
+    caps = tuple(caps)
+    needed = sum(caps) + reserve
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if raised > soft:
+            try:
+                setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+                soft = raised
+            except (OSError, ValueError):
+                pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return caps, None
+    first = max(1, soft - reserve - sum(caps[1:]))
+    return (first, *caps[1:]), soft
