@@ -18,7 +18,8 @@ intact and in order.
                                      [--window W] [--url http://127.0.0.1:PORT]
 
 Without C{--url} it starts C{twistd -n rocketd} on a free loopback port and
-stops it by its pid afterwards. Exit status 1 if any message was lost,
+stops it by its pid afterwards (with the project's C{.venv} if the Python
+that runs this cannot run rocketd, as C{benchmarks/run.py} does). Exit status 1 if any message was lost,
 duplicated, corrupt or out of order, or any request failed.
 
 The suite (C{benchmarks/run.py}) runs the same code in its load client
@@ -248,8 +249,12 @@ def main(argv=None) -> int:
     else:
         import tempfile
 
-        from benchmarks.servers import RocketdServer
+        from benchmarks.servers import RocketdServer, useProjectPython
 
+        stop = useProjectPython("benchmarks/restms_fifo.py", sys.argv[1:] if argv is None else list(argv))
+        if stop is not None:
+            print(stop, file=sys.stderr)
+            return 2
         server = RocketdServer(tempfile.mkdtemp(prefix="rocketd-fifo-"))
         server.start()
         host, port = "127.0.0.1", server.port

@@ -3,14 +3,19 @@ Run the whole benchmark suite: the same workloads, with the same load
 client, against nchan (nginx's pub/sub module) and rocketd, on this
 machine, in one run; print the comparison table.
 
-    python benchmarks/run.py [--repeat 3] [--workloads W1,W2,W3,W4] ...
+    .venv/bin/python benchmarks/run.py [--repeat 3] [--workloads W1,W2,W3,W4] ...
+
+It runs the servers and load clients with the Python that runs it if that
+one can run rocketd, else with the project's environment (C{.venv}, as the
+README makes it); without either it stops at once, saying how to run it.
 
 It installs nchan if it is missing (Debian packages, as root), starts a
 fresh server for every measurement (nginx with one worker, or
 C{twistd -n rocketd}, on a free loopback port, in a temporary directory),
 and stops it by its pid. Every loop is bounded in count and time. Exit
 status: 0 if every run was valid (no message lost, duplicated or corrupt,
-no failed request), 1 otherwise, 2 on a usage error.
+no failed request), 1 otherwise, 2 on a usage error or without a Python
+that can run rocketd.
 
 See benchmarks/README.md for the workloads, the figures and how to read
 them.
@@ -33,7 +38,7 @@ if __package__ in (None, ""):
 
 from benchmarks import driver, report, workloads
 from benchmarks.report import Line
-from benchmarks.servers import NchanServer, RocketdServer, ensureNchan, fileLimit, serverCpu
+from benchmarks.servers import NchanServer, RocketdServer, ensureNchan, fileLimit, serverCpu, useProjectPython
 from benchmarks.workloads import Options, Run
 
 
@@ -191,6 +196,10 @@ def selectCases(spec: str) -> List[Case]:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    stop = useProjectPython("benchmarks/run.py", sys.argv[1:] if argv is None else list(argv))
+    if stop is not None:
+        print(stop, file=sys.stderr)
+        return 2
     opts = options(args)
     cases = selectCases(args.workloads)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]

@@ -9,7 +9,9 @@ own temporary directory and stopped by its pid:
     own prefix and config (publisher at C{/pub?id=CHANNEL}, WebSocket and
     EventSource subscribers at C{/sub?id=CHANNEL}).
 
-L{ensureNchan} finds (and, as root, installs) nginx and the module.
+L{ensureNchan} finds (and, as root, installs) nginx and the module;
+L{useProjectPython} makes sure a command runs under a Python that can run
+rocketd (the project's C{.venv}, as the README makes it).
 """
 
 from __future__ import annotations
@@ -41,8 +43,72 @@ NCHAN_PACKAGES = ("nginx", "libnginx-mod-nchan")
 PIPE_DEPTH = 1000000
 
 
+#: The project's own environment, as the README's commands make it.
+VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+#: What a Python must import to run C{twistd rocketd} from this checkout.
+ROCKETD_IMPORTS = "import twisted.scripts.twistd, rocketd.tap, rocketd.app"
+#: How the README makes the project's environment.
+VENV_COMMAND = "python3 -m venv .venv && .venv/bin/pip install ."
+
+
 class ServerError(RuntimeError):
     """A server did not start or did not stop."""
+
+
+def canRunRocketd(python: str) -> bool:
+    """
+    @return: whether C{python}, with the checkout on its path (as
+        L{RocketdServer} runs it), imports what C{twistd rocketd} needs.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    try:
+        return subprocess.run(
+            [python, "-c", ROCKETD_IMPORTS],
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        ).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def findPython(python: str = sys.executable, venvPython: str = VENV_PYTHON) -> Optional[str]:
+    """
+    @return: the Python to run the servers and load clients with: C{python}
+        (this one) if it can run rocketd, else the project's environment
+        C{venvPython} if it exists and can, else None.
+    """
+    for candidate in (python, venvPython):
+        if os.path.exists(candidate) and canRunRocketd(candidate):
+            return candidate
+    return None
+
+
+def useProjectPython(script: str, argv: List[str], python: str = sys.executable, venvPython: str = VENV_PYTHON,
+                     execv=os.execv) -> Optional[str]:
+    """
+    Make sure the command C{script} (a path relative to the checkout) runs
+    under a Python that can run rocketd: if this one cannot, run it again
+    with C{argv} under the project's environment (C{execv} does not return).
+
+    @return: None to go on, or the one sentence to stop with, saying how
+        to run the command.
+    """
+    found = findPython(python, venvPython)
+    if found is None:
+        venv = os.path.relpath(venvPython, ROOT) if venvPython.startswith(ROOT + os.sep) else venvPython
+        why = f"neither can {venv}" if os.path.exists(venvPython) else f"there is no {venv}"
+        return (f"{script}: {python} cannot run rocketd (it lacks Twisted or another of rocketd's dependencies) "
+                f"and {why}: make the project's environment from the checkout with the README's "
+                f"{VENV_COMMAND}, then run .venv/bin/python {script} there.")
+    if found != python:
+        print(f"{script}: running with {found} ({python} cannot run rocketd)", flush=True)
+        execv(found, [found, os.path.join(ROOT, script), *argv])
+    return None
 
 
 def freePort() -> int:

@@ -17,7 +17,7 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import TestCase
 
-from benchmarks.servers import ROOT, findNchan
+from benchmarks.servers import ROOT, VENV_COMMAND, canRunRocketd, findNchan, findPython, useProjectPython
 from benchmarks.wire import (
     OP_CLOSE,
     OP_PING,
@@ -227,3 +227,96 @@ class NchanSmokeTests(TestCase):
     def test_everyWorkload(self):
         result, output = runSuite(self, "nchan")
         checkRuns(self, result, "nchan", output)
+
+
+def writeScript(path: str, body: str) -> str:
+    """Write an executable shell script at C{path}; @return: C{path}."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body + "\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+class ProjectPythonTests(TestCase):
+    """
+    C{benchmarks/run.py} runs everything with a Python that can run rocketd:
+    the one that runs it, else the project's C{.venv}; without either it
+    stops at once, saying how to run it.
+    """
+
+    def setUp(self):
+        base = os.path.abspath(self.mktemp())
+        #: A "Python" that cannot run rocketd (nor anything else).
+        self.broken = writeScript(os.path.join(base, "broken", "python"), "exit 1")
+        #: A project environment whose Python is this one.
+        self.venvPython = writeScript(os.path.join(base, ".venv", "bin", "python"), f'exec "{sys.executable}" "$@"')
+        self.missing = os.path.join(base, "nowhere", ".venv", "bin", "python")
+        self.execs = []
+
+    def execv(self, path, args):
+        self.execs.append((path, args))
+
+    def test_thisPython(self):
+        """The tests' Python runs rocketd, so it is the one used, whatever .venv holds."""
+        self.assertTrue(canRunRocketd(sys.executable))
+        self.assertEqual(findPython(sys.executable, self.missing), sys.executable)
+        self.assertIsNone(useProjectPython("benchmarks/run.py", ["--quick"], sys.executable, self.broken, self.execv))
+        self.assertEqual(self.execs, [])
+
+    def test_projectEnvironment(self):
+        """A Python that cannot run rocketd hands over to the project's environment, with the same arguments."""
+        self.assertFalse(canRunRocketd(self.broken))
+        self.assertEqual(findPython(self.broken, self.venvPython), self.venvPython)
+        self.assertIsNone(useProjectPython("benchmarks/run.py", ["--quick", "--json", "r.json"], self.broken,
+                                           self.venvPython, self.execv))
+        self.assertEqual(
+            self.execs,
+            [(self.venvPython, [self.venvPython, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--json",
+                                "r.json"])],
+        )
+
+    def test_noEnvironment(self):
+        """Without either, one sentence says how to make the environment and run the command."""
+        for venvPython in (self.missing, self.broken):
+            self.assertIsNone(findPython(self.broken, venvPython))
+            stop = useProjectPython("benchmarks/run.py", [], self.broken, venvPython, self.execv)
+            self.assertEqual(self.execs, [])
+            self.assertNotIn(". ", stop)
+            self.assertNotIn("\n", stop)
+            self.assertTrue(stop.endswith(" there."), stop)
+            self.assertTrue(stop.startswith("benchmarks/run.py: "), stop)
+            self.assertIn(VENV_COMMAND, stop)
+            self.assertIn("then run .venv/bin/python benchmarks/run.py", stop)
+
+    def test_withoutTwisted(self):
+        """
+        Run as the README says with a Python that lacks Twisted (a bare
+        virtual environment), C{benchmarks/run.py} measures rocketd with the
+        checkout's C{.venv} if that can run it, else stops at once with the
+        sentence; before, every rocketd case was INVALID (No module named
+        'twisted.scripts').
+        """
+        bare = os.path.abspath(self.mktemp())
+        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", bare],
+                       check=True, timeout=QUICK_TIMEOUT)
+        python = os.path.join(bare, "bin", "python")
+        self.assertFalse(canRunRocketd(python))
+        report = os.path.abspath(self.mktemp() + ".json")
+        process = subprocess.run(
+            [python, os.path.join("benchmarks", "run.py"), "--quick", "--no-install", "--servers", "rocketd",
+             "--workloads", "W2-restms", "--json", report],
+            cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=QUICK_TIMEOUT,
+        )
+        output = process.stdout[-4000:] + process.stderr[-4000:]
+        venvPython = os.path.join(ROOT, ".venv", "bin", "python")
+        if os.path.exists(venvPython) and canRunRocketd(venvPython):
+            self.assertEqual(process.returncode, 0, output)
+            self.assertIn(f"benchmarks/run.py: running with {venvPython}", process.stdout)
+            with open(report) as f:
+                result = json.load(f)
+            self.assertEqual([(r["case"], r["problems"]) for r in result["runs"]], [("W2-restms", [])], output)
+        else:
+            self.assertEqual(process.returncode, 2, output)
+            self.assertEqual(process.stdout, "")
+            self.assertIn(VENV_COMMAND, process.stderr)
