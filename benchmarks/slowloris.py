@@ -84,14 +84,21 @@ class Slow:
         self.failed: Optional[str] = None
 
 
-def slowClients(count: int, port: int, duration: float, rng: random.Random) -> List[Slow]:
+#: With --reconnect, how many connections each slow client may open in all.
+RECONNECTS = 20
+
+
+def slowClients(count: int, port: int, duration: float, rng: random.Random, reconnect: bool = False) -> List[Slow]:
     """
     Open C{count} connections at once and trickle a head on each until
-    the daemon closes it or C{duration} seconds have passed.
+    the daemon closes it or C{duration} seconds have passed; with
+    C{reconnect}, each one the daemon closes is replaced by a new one (at
+    most C{RECONNECTS} times C{count} in all), as an attacker would.
     """
     selector = selectors.DefaultSelector()
     clients = []
-    for i in range(count):
+
+    def connect() -> None:
         sock = socket.socket()
         sock.setblocking(False)
         client = Slow(sock, rng.uniform(1.0, 2.0))
@@ -102,6 +109,9 @@ def slowClients(count: int, port: int, duration: float, rng: random.Random) -> L
         else:
             selector.register(sock, selectors.EVENT_WRITE, client)
         clients.append(client)
+
+    for i in range(count):
+        connect()
     end = time.monotonic() + duration
     while time.monotonic() < end:
         now = time.monotonic()
@@ -133,6 +143,8 @@ def slowClients(count: int, port: int, duration: float, rng: random.Random) -> L
                 client.closed = now
                 selector.unregister(client.sock)
                 client.sock.close()
+                if reconnect and len(clients) < RECONNECTS * count:
+                    connect()
         for key in list(selector.get_map().values()):
             client = key.data
             if client.connected is not None and now >= client.nextByte:
@@ -177,6 +189,11 @@ def main(argv=None) -> int:
     parser.add_argument("--file-limit", type=int, default=1024, help="the daemon's ulimit -n (default: 1024)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds the slow clients run (default: 30)")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between normal requests (default: 0.2)")
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="a slow client the daemon closes opens a new connection at once, as an attacker would",
+    )
     parser.add_argument("--root", default=servers.ROOT, help="the checkout whose daemon runs (default: this one)")
     args = parser.parse_args(argv)
     if not 0 < args.slow <= 5000 or not 0 < args.duration <= 300:
@@ -191,7 +208,7 @@ def main(argv=None) -> int:
         thread = threading.Thread(target=normalClient, args=(target.port, args.duration, args.pause, normal))
         began = time.monotonic()
         thread.start()
-        clients = slowClients(args.slow, target.port, args.duration, rng)
+        clients = slowClients(args.slow, target.port, args.duration, rng, reconnect=args.reconnect)
         thread.join()
         # Afterwards: does it serve?
         after = []
@@ -217,8 +234,12 @@ def main(argv=None) -> int:
         errors[outcome] = errors.get(outcome, 0) + 1
     emfile = len(re.findall(r"EMFILE|Too many open files", log))
     warnings = re.findall(r"refused (\d+) connection", log)
+    evicted = re.findall(r"and closed (\d+) waiting", log)
 
-    print(f"daemon: {args.root}, ulimit -n {args.file_limit}, defaults; {args.slow} slow clients for {args.duration:g} s")
+    print(
+        f"daemon: {args.root}, ulimit -n {args.file_limit}, defaults; {args.slow} slow clients for {args.duration:g} s"
+        + (", reconnecting when closed" if args.reconnect else "")
+    )
     print(f"slow clients: {len(clients)} opened, {len(failed)} failed to connect"
           + (f" ({sorted(set(c.failed for c in failed))})" if failed else ""))
     print(f"  answered 408 and closed: {len(got408)} (after {percentile(held, 0.5):.1f} s median, "
@@ -234,6 +255,8 @@ def main(argv=None) -> int:
     print(f"  after the run: {sum(r[1] == 200 for r in after)}/{len(after)} served; daemon alive: {alive}")
     print(f"daemon log: {emfile} EMFILE lines; {len(warnings)} refused-connection warnings "
           f"(counts {', '.join(warnings) or '-'})")
+    if evicted:
+        print(f"  closed to make room for new connections (in those warnings): {sum(map(int, evicted))}")
     fitted = re.search(r"keeps at most (\d+) connections", log)
     if fitted:
         print(f"  main listener cap fitted to the file limit: {fitted.group(1)}")

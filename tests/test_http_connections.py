@@ -27,6 +27,8 @@ from rocketd.config import Config, ConfigError, loadConfig
 from rocketd.http import connections
 from rocketd.http.connections import (
     DEFAULT_BACKLOG,
+    EVICT_AFTER,
+    EVICT_SLACK,
     REPORT_INTERVAL,
     ConnectionLimitFactory,
     LimitingReactor,
@@ -328,6 +330,127 @@ class ConnectionLimitTests(TestCase):
         outer.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.factory.openConnections, 0)
         self.assertIsNotNone(takeover.lost)
+
+
+class EvictionTests(TestCase):
+    """
+    At the cap, a new connection takes the place of the one that has
+    waited longest for its request head, if that is at least EVICT_AFTER
+    seconds: trickling clients can't keep out a client that sends its head
+    at once.
+    """
+
+    def setUp(self):
+        self.clock = MemoryReactorClock()
+        self.resource = Hello()
+        self.site = BoundedSite(self.resource, maxBody=1024, headTimeout=HEAD_TIMEOUT, reactor=self.clock)
+        self.events = []
+        self.factory = ConnectionLimitFactory(self.site, 2, clock=self.clock, name="main")
+        self.factory.log = Logger(observer=self.events.append)
+        self.factory.doStart()
+        self.addCleanup(self.factory.doStop)
+
+    def connect(self):
+        """@return: (protocol, transport), or None if refused."""
+        protocol = self.factory.buildProtocol(PEER)
+        if protocol is None:
+            return None
+        transport = StringTransport(peerAddress=PEER)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def lose(self, connection):
+        """The reactor tells an aborted connection's protocol it is gone."""
+        protocol, transport = connection
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+    def test_oldestWaitingHeadMakesRoom(self):
+        """
+        The connection that has waited longest for its head is aborted
+        (nothing written to it) and the new one is served; the count and
+        the warning say so.
+        """
+        old = self.connect()
+        old[0].dataReceived(b"GET /hello HTTP/1.1\r\n")
+        self.clock.advance(1)
+        young = self.connect()
+        self.clock.advance(EVICT_AFTER - 1)
+        new = self.connect()
+        self.assertIsNotNone(new)
+        self.assertTrue(old[1].disconnected)
+        self.assertEqual(old[1].value(), b"")
+        self.assertFalse(young[1].disconnecting)
+        # The aborted connection's last bytes go nowhere.
+        old[0].dataReceived(b"Host: x\r\n\r\n")
+        self.assertEqual(old[1].value(), b"")
+        self.lose(old)
+        self.assertEqual(self.factory.openConnections, 2)
+        new[0].dataReceived(GET)
+        self.assertIn(b"200 OK", new[1].value())
+        self.assertEqual((self.factory.evicted, self.factory.refused), (1, 0))
+        [event] = self.events
+        self.assertEqual((event["evictedCount"], event["count"]), (1, 0))
+
+    def test_tooRecentIsRefused(self):
+        """A connection that has waited less than EVICT_AFTER keeps its place: the new one is refused."""
+        first, second = self.connect(), self.connect()
+        self.clock.advance(EVICT_AFTER - 0.1)
+        self.assertIsNone(self.connect())
+        self.assertEqual((self.factory.evicted, self.factory.refused), (0, 1))
+        self.assertFalse(first[1].disconnecting)
+
+    def test_servedConnectionsStay(self):
+        """
+        Connections past their head (a stream), or idle between keep-alive
+        requests, are never closed to make room.
+        """
+        stream, keepAlive = self.connect(), self.connect()
+        stream[0].dataReceived(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        keepAlive[0].dataReceived(GET)
+        self.assertIn(b"hello", keepAlive[1].value())
+        self.clock.advance(EVICT_AFTER * 2)
+        self.assertIsNone(self.connect())
+        self.assertFalse(stream[1].disconnecting or keepAlive[1].disconnecting)
+        # The keep-alive connection's next head waits like any other.
+        keepAlive[0].dataReceived(b"GET /hello HTTP/1.1\r\n")
+        self.clock.advance(EVICT_AFTER)
+        self.assertIsNotNone(self.connect())
+        self.assertTrue(keepAlive[1].disconnected)
+        self.assertFalse(stream[1].disconnecting)
+
+    def test_boundedOvershoot(self):
+        """
+        While aborted connections have not gone yet, at most EVICT_SLACK
+        connections beyond the cap are open.
+        """
+        self.factory.maxConnections = 1
+        # No 408s while the time goes by: only the cap closes connections.
+        self.site.headTimeout = None
+        waiting = [self.connect()]
+        for i in range(EVICT_SLACK * 2):
+            self.clock.advance(EVICT_AFTER)
+            waiting.append(self.connect())
+        accepted = [c for c in waiting if c is not None]
+        self.assertEqual(len(accepted), 1 + EVICT_SLACK)
+        self.assertEqual(self.factory.openConnections, 1 + EVICT_SLACK)
+        self.assertEqual((self.factory.evicted, self.factory.refused), (EVICT_SLACK, EVICT_SLACK))
+        for connection in accepted[:-1]:
+            self.assertTrue(connection[1].disconnected)
+            self.lose(connection)
+        self.assertEqual(self.factory.openConnections, 1)
+        self.assertEqual(len(self.site.waitingHeads), 1)
+
+    def test_headTimeoutLeavesTheQueue(self):
+        """A connection answered 408, or lost, no longer waits to be closed."""
+        first = self.connect()
+        first[0].dataReceived(b"GET")
+        second = self.connect()
+        self.lose(second)
+        self.assertEqual(len(self.site.waitingHeads), 1)
+        self.clock.advance(HEAD_TIMEOUT)
+        self.assertIn(b"408", first[1].value())
+        self.assertEqual(len(self.site.waitingHeads), 0)
 
 
 class LimitingReactorTests(TestCase):

@@ -11,7 +11,12 @@ queue is long enough for bursts of connects.
   - L{ConnectionLimitFactory}: wraps a listener's factory and closes every
     connection beyond C{maxConnections} as soon as it is accepted, without
     reading from it; it counts them and logs a warning at most once a
-    minute. L{LimitingReactor} puts it outermost, whatever the endpoint
+    minute. When the wrapped factory can (a L{rocketd.http.limits.BoundedSite}
+    can: see L{WaitingHeads}), the cap first makes room by closing the
+    connection that has waited longest, and at least L{EVICT_AFTER}
+    seconds, for its request head: trickling clients then take each
+    other's places, and a client that sends its head at once is still
+    served. L{LimitingReactor} puts it outermost, whatever the endpoint
     (TLS inside it). With L{fitToFileLimit}, the caps stay below the
     process's file descriptor limit, so the daemon never runs out of
     descriptors (C{EMFILE}, after which the reactor can accept nobody).
@@ -46,6 +51,12 @@ SOMAXCONN = "/proc/sys/net/core/somaxconn"
 FD_RESERVE = 64
 #: Seconds between two warnings about refused connections.
 REPORT_INTERVAL = 60.0
+#: How long a connection must have waited for its request head before a
+#: new connection at the cap may take its place.
+EVICT_AFTER = 2.0
+#: How many connections beyond the cap may be open while the ones closed
+#: to make room for them go (well below L{FD_RESERVE}).
+EVICT_SLACK = 16
 
 #: The answer to a head that did not arrive in time.
 _BODY_408 = b"The request head did not arrive in time.\n"
@@ -84,6 +95,7 @@ class HeadDeadlineChannel(HTTPChannel):
     _phase = _IDLE
     _headCall = None
     _headBytes = False
+    _waiting = None
 
     def connectionMade(self):
         HTTPChannel.connectionMade(self)
@@ -123,15 +135,37 @@ class HeadDeadlineChannel(HTTPChannel):
         timeout = getattr(self.site, "headTimeout", None)
         if timeout and self._headCall is None:
             self._headCall = self.callLater(timeout, self._headTimedOut)
+        waiting = getattr(self.site, "waitingHeads", None)
+        if waiting is not None and self._waiting is None:
+            self._waiting = waiting
+            waiting.add(self)
 
     def _stopHead(self) -> None:
         if self._headCall is not None:
             if self._headCall.active():
                 self._headCall.cancel()
             self._headCall = None
+        if self._waiting is not None:
+            self._waiting.discard(self)
+            self._waiting = None
+
+    def evict(self) -> None:
+        """
+        Close this connection, which is waiting for a request head, at
+        once and without an answer, to make room for a new one (see
+        L{WaitingHeads}).
+        """
+        self._stopHead()
+        self.persistent = False
+        self.dataReceived = self.lineReceived = lambda *args: None
+        transport = self.transport
+        if transport is not None and not transport.disconnecting:
+            self._log.debug("Closed to make room: {peer}", peer=str(transport.getPeer()))
+            transport.abortConnection()
 
     def _headTimedOut(self) -> None:
         self._headCall = None
+        self._stopHead()
         transport = self.transport
         if transport is None or transport.disconnecting:
             return
@@ -147,6 +181,56 @@ class HeadDeadlineChannel(HTTPChannel):
         if self.abortTimeout is not None:
             self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()
+
+
+class WaitingHeads:
+    """
+    The connections of one site that wait for a request head, in the
+    order they began to wait (the oldest first), and when: what a
+    L{ConnectionLimitFactory} at its cap may close to make room.
+
+    A L{HeadDeadlineChannel} adds itself when a head begins (its
+    connection is made, or the first byte of a further request comes)
+    and leaves when the head is in or the connection is lost.
+    """
+
+    __slots__ = ("_clock", "_since")
+
+    def __init__(self, clock):
+        """
+        @param clock: an L{IReactorTime}, for when each began to wait.
+        """
+        self._clock = clock
+        # channel -> when it began to wait; dicts keep insertion order,
+        # so the first is the oldest.
+        self._since: dict = {}
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def add(self, channel) -> None:
+        """C{channel} begins to wait for a head."""
+        self._since[channel] = self._clock.seconds()
+
+    def discard(self, channel) -> None:
+        """C{channel} waits no more."""
+        self._since.pop(channel, None)
+
+    def evictOldest(self, minimumWait: float = EVICT_AFTER) -> bool:
+        """
+        Close the connection that has waited longest, if it has waited at
+        least C{minimumWait} seconds (see L{HeadDeadlineChannel.evict}).
+
+        @return: whether one was closed.
+        """
+        for channel, since in self._since.items():
+            if self._clock.seconds() - since < minimumWait:
+                return False
+            del self._since[channel]
+            channel._waiting = None
+            channel.evict()
+            return True
+        return False
 
 
 def headDeadlineProtocol(factory=None):
@@ -199,8 +283,17 @@ class ConnectionLimitFactory(WrappingFactory):
     refusals go on, with the count since the last warning (and when the
     listener stops, if some were not told yet).
 
+    At the cap, when the wrapped factory has an C{evictWaitingHead()}
+    method (L{rocketd.http.limits.BoundedSite}), the new connection is
+    accepted if that closes a connection that has waited long enough for
+    its request head (see L{WaitingHeads}); such closed connections are
+    counted too, and told in the same warning. At most L{EVICT_SLACK}
+    connections beyond the cap are open while those go.
+
     @ivar maxConnections: the most connections open at once.
     @ivar refused: how many connections were refused, in all.
+    @ivar evicted: how many connections waiting for their head were
+        closed to make room, in all.
     @ivar name: the listener's name, for the log.
     """
 
@@ -216,8 +309,11 @@ class ConnectionLimitFactory(WrappingFactory):
         self.clock = clock
         self.name = name
         self.refused = 0
+        self.evicted = 0
         self._unreported = 0
+        self._unreportedEvicted = 0
         self._reportCall = None
+        self._evict = getattr(wrappedFactory, "evictWaitingHead", None)
 
     @property
     def openConnections(self) -> int:
@@ -230,26 +326,39 @@ class ConnectionLimitFactory(WrappingFactory):
 
     def buildProtocol(self, addr):
         if len(self.protocols) >= self.maxConnections:
-            self.refused += 1
-            self._unreported += 1
-            if self._reportCall is None:
-                self._report()
-            return None
+            if (
+                self._evict is not None
+                and len(self.protocols) < self.maxConnections + EVICT_SLACK
+                and self._evict()
+            ):
+                self.evicted += 1
+                self._unreportedEvicted += 1
+                if self._reportCall is None:
+                    self._report()
+            else:
+                self.refused += 1
+                self._unreported += 1
+                if self._reportCall is None:
+                    self._report()
+                return None
         return WrappingFactory.buildProtocol(self, addr)
 
     def _report(self) -> None:
         self._reportCall = None
-        if not self._unreported:
+        if not (self._unreported or self._unreportedEvicted):
             return
         self.log.warn(
-            "The {name} listener refused {count} connection(s) since the last report "
-            "({total} in all): {max} were open, its limit (max_connections).",
+            "The {name} listener refused {count} connection(s) and closed {evictedCount} waiting "
+            "for their request head to make room, since the last report ({total} and {evictedTotal} "
+            "in all): {max} were open, its limit (max_connections).",
             name=self.name,
             count=self._unreported,
             total=self.refused,
+            evictedCount=self._unreportedEvicted,
+            evictedTotal=self.evicted,
             max=self.maxConnections,
         )
-        self._unreported = 0
+        self._unreported = self._unreportedEvicted = 0
         self._reportCall = self.clock.callLater(REPORT_INTERVAL, self._report)
 
     def stopFactory(self):

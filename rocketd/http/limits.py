@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.web.http import datetimeToString
 from twisted.web.server import Request, Site, version
 
-from rocketd.http.connections import headDeadlineProtocol
+from rocketd.http.connections import EVICT_AFTER, WaitingHeads, headDeadlineProtocol
 from rocketd.http.directwrite import sendBuffered
 
 # Chunked bodies are kept in memory when the limit is at most this.
@@ -157,6 +157,8 @@ class BoundedSite(Site):
     @ivar headTimeout: the longest a request head may take, in seconds
         (None: no limit).
     @ivar headTimeouts: how many heads took longer (and got a 408).
+    @ivar waitingHeads: the connections waiting for a request head, for
+        L{evictWaitingHead}.
     @ivar tooLargeBody: C{callable(request) -> (contentType, body)}, both
         bytes, giving the 413 answer (C{request.path} and the request
         headers are available).
@@ -194,3 +196,14 @@ class BoundedSite(Site):
         self.maxBody = maxBody
         self.tooLargeBody = tooLargeBody
         self.headTimeout = headTimeout
+        self.waitingHeads = WaitingHeads(self.reactor)
+
+    def evictWaitingHead(self) -> bool:
+        """
+        Make room for a new connection (the listener is at its cap): close
+        the one that has waited longest for its request head, if that is
+        at least L{EVICT_AFTER} seconds.
+
+        @return: whether one was closed.
+        """
+        return self.waitingHeads.evictOldest(EVICT_AFTER)
