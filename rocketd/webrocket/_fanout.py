@@ -9,10 +9,10 @@ frame is built once (L{channelFrame}, cached on the message); the frames
 of the messages handed during one reactor turn are joined into one bytes
 object at the end of the turn (the injected
 L{rocketd.http.coalesce.Coalescer} says when), and that same object is
-written to every subscriber. A burst of publishes thus costs each subscriber one trip
-through the outbox and the transport, not one per message. Subscribers
-that take no broadcasts (hidden ones) get the join of the other frames,
-built once for all of them.
+written to every subscriber. A burst of publishes thus costs each
+subscriber one trip through the outbox and the transport, not one per
+message. Subscribers that take no broadcasts (hidden ones) get the join
+of the other frames, built once for all of them.
 
 A subscriber (a I{sink}) provides L{ISink}.
 """
