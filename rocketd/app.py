@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
+from rocketd.http.coalesce import Coalescer
 from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
 from rocketd.http.connections import (
     ConnectionLimitFactory,
@@ -27,6 +28,7 @@ from rocketd.http.connections import (
     listenBacklog,
     withBacklog,
 )
+from rocketd.http.sse import Heartbeat
 
 log = Logger()
 
@@ -86,6 +88,9 @@ class Rocketd:
     @ivar admin: the admin listener's resource.
     @ivar vhosts: the WebRocket vhost registry.
     @ivar frontend: the WebRocket frontend (browsers' WebSockets).
+    @ivar heartbeat: the L{Heartbeat} of every event stream (one timer).
+    @ivar coalescer: the L{Coalescer} of every stream that writes a turn's
+        frames at its end (one flush per turn).
     """
 
     def __init__(self, config, reactor):
@@ -104,13 +109,17 @@ class Rocketd:
         )
         self.vhosts = None
         self.frontend = None
+        # The streams of both faces share one heartbeat timer and one end-of-turn flush.
+        self.heartbeat = Heartbeat(reactor, config.heartbeat)
+        self.coalescer = Coalescer(reactor)
         self.restms = RestMSApp(
             self.engine,
             clock=reactor,
             longPoll=config.long_poll,
-            heartbeat=config.heartbeat,
+            heartbeat=self.heartbeat,
             authorizeDomain=self._authorizeDomain,
             anonymous=config.anonymous,
+            coalescer=self.coalescer,
         )
         self.admin = Resource()
         fallback = None
@@ -132,7 +141,7 @@ class Rocketd:
                 self.vhosts,
                 clock=reactor,
                 tokenTTL=config.token_ttl,
-                heartbeat=config.heartbeat,
+                heartbeat=self.heartbeat,
                 eventBacklog=config.event_backlog,
                 eventBacklogAge=config.event_backlog_age,
             )
@@ -147,6 +156,7 @@ class Rocketd:
                 allowedOrigins=config.allowed_origins,
                 pingInterval=config.ping_interval,
                 maxMessage=config.max_body,
+                coalescer=self.coalescer,
             )
             fallback = backend.resource(websocket=self.frontend.resource())
             try:

@@ -55,6 +55,20 @@ class RocketdSiteTests(TestCase):
         self.assertIn(b'"error"', response)
         self.assertIn(b"/apps/chat", response)
 
+    def test_streamsShareTheClocksTimers(self):
+        """
+        The composition root owns the stream timers of its reactor and
+        hands them to both faces: one heartbeat (at the configured
+        interval) for RestMS and the WebRocket workers, one end-of-turn
+        coalescer for RestMS and the WebSocket fan-out.
+        """
+        rocketd = self.build(heartbeat=7.0)
+        self.assertIs(rocketd.restms.heartbeat, rocketd.heartbeat)
+        self.assertIs(rocketd.frontend.backend.heartbeat, rocketd.heartbeat)
+        self.assertIs(rocketd.restms.coalescer, rocketd.coalescer)
+        self.assertIs(rocketd.frontend.fans._coalescer, rocketd.coalescer)
+        self.assertEqual((rocketd.heartbeat.clock, rocketd.heartbeat.interval), (rocketd.reactor, 7.0))
+
     def test_noAccessLogByDefault(self):
         """
         Without C{access_log} the site writes no line per request, not even

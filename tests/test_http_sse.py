@@ -12,7 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, SSEStream, encodeEvent, lastEventID
+from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, Heartbeat, SSEStream, encodeEvent, lastEventID
 from tests.support import LoopbackConnection, loopbackTCPPair, parseResponse
 
 
@@ -54,14 +54,13 @@ class StreamingResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, clock, heartbeat=15.0):
+    def __init__(self, heartbeat):
         Resource.__init__(self)
-        self.clock = clock
         self.heartbeat = heartbeat
         self.streams = []
 
     def render_GET(self, request):
-        stream = SSEStream(request, self.clock, heartbeat=self.heartbeat)
+        stream = SSEStream(request, self.heartbeat)
         self.streams.append(stream)
         stream.start()
         return NOT_DONE_YET
@@ -71,7 +70,7 @@ class StreamingResource(Resource):
 class SSEStreamTests(TestCase):
     def setUp(self):
         self.clock = Clock()
-        self.resource = StreamingResource(self.clock)
+        self.resource = StreamingResource(Heartbeat(self.clock, 15.0))
 
     def open(self, resource=None, extra=b""):
         # The channel's idle timeout runs on a clock of its own.
@@ -139,12 +138,16 @@ class SSEStreamTests(TestCase):
         self.assertEqual((status, body, ended), (200, COMMENT_OPEN + event, True))
 
     def test_oneHeartbeatTimer(self):
-        """The streams of a clock share one heartbeat timer; it stops with the last stream."""
+        """The streams given one heartbeat share its one timer; it stops with the last stream."""
         streams = [self.open() for _ in range(3)]
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         for stream in streams:
             stream.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        # And it starts again with the next one.
+        self.open().close()
+        self.open()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
 
     def test_heartbeat(self):
         """A ping comment every heartbeat seconds, events or not."""
@@ -159,7 +162,7 @@ class SSEStreamTests(TestCase):
         self.assertEqual(self.body(), COMMENT_OPEN + COMMENT_PING + event + COMMENT_PING)
 
     def test_noHeartbeat(self):
-        resource = StreamingResource(self.clock, heartbeat=None)
+        resource = StreamingResource(None)
         self.open(resource)
         self.clock.advance(1000)
         self.assertEqual(self.body(), COMMENT_OPEN)
@@ -256,7 +259,7 @@ class DummyRequestTests(TestCase):
     def test_pullingConsumer(self):
         request = DummyRequest([b"events"])
         clock = Clock()
-        stream = SSEStream(request, clock, heartbeat=5)
+        stream = SSEStream(request, Heartbeat(clock, 5))
         stream.start()
         self.assertEqual(request.responseCode, 200)
         self.assertEqual(request.written, [COMMENT_OPEN])

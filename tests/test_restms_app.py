@@ -25,6 +25,7 @@ from twisted.web.server import Site
 
 from rocketd.engine.memory import MemoryEngine
 from rocketd.http.guard import GuardedSite
+from rocketd.http.sse import Heartbeat
 from rocketd.restms import documents
 from rocketd.restms.app import RestMSApp
 from rocketd.restms.codec import parseDocument
@@ -97,7 +98,7 @@ class RestMSTestCase(TestCase):
         self.clock.advance(1_000_000)
         self.engine = MemoryEngine(self.clock, **self.engineSettings)
         self.successResultOf(self.engine.createDomain("default", "Default domain"))
-        self.app = RestMSApp(self.engine, self.clock, longPoll=LONG_POLL, heartbeat=HEARTBEAT)
+        self.app = RestMSApp(self.engine, self.clock, longPoll=LONG_POLL, heartbeat=Heartbeat(self.clock, HEARTBEAT))
         self.root = Resource()
         self.root.putChild(b"restms", self.app.resource())
         self.client = StubTreq(self.root)

@@ -7,7 +7,6 @@ L{rocketd.restms._streams}).
 import json
 from types import SimpleNamespace
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from rocketd.engine.message import Content, Message
@@ -64,53 +63,3 @@ class SharedEventTests(TestCase):
         """An address that can't be an event type goes out as the default event."""
         shared = _streams._sharedEvent(message(address="a\nb"), BASE)
         self.assertTrue(shared.startswith(b"data: "))
-
-
-class FakeStream:
-    def __init__(self):
-        self.writes = []
-
-    def send(self, data):
-        self.writes.append(data)
-        return True
-
-
-class CoalescerTests(TestCase):
-    def test_oneWritePerTurn(self):
-        """
-        The frames a stream gets during one reactor turn are written
-        together, in order, when the turn ends; one call serves every
-        stream of the clock.
-        """
-        clock = Clock()
-        coalescer = _streams._Coalescer(clock)
-        a, b = FakeStream(), FakeStream()
-        coalescer.send(a, b"1")
-        coalescer.send(b, b"x")
-        coalescer.send(a, b"2")
-        self.assertEqual((a.writes, b.writes), ([], []))
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
-        clock.advance(0)
-        self.assertEqual((a.writes, b.writes), ([b"12"], [b"x"]))
-        coalescer.send(a, b"3")
-        clock.advance(0)
-        self.assertEqual(a.writes, [b"12", b"3"])
-        self.assertEqual(clock.getDelayedCalls(), [])
-
-    def test_flushStream(self):
-        """flushStream writes what waits for one stream at once, and only it."""
-        clock = Clock()
-        coalescer = _streams._Coalescer(clock)
-        a, b = FakeStream(), FakeStream()
-        coalescer.send(a, b"1")
-        coalescer.send(b, b"x")
-        coalescer.flushStream(a)
-        self.assertEqual((a.writes, b.writes), ([b"1"], []))
-        clock.advance(0)
-        self.assertEqual((a.writes, b.writes), ([b"1"], [b"x"]))
-
-    def test_perClock(self):
-        """Streams of one clock share a coalescer."""
-        clock = Clock()
-        self.assertIs(_streams._coalescerFor(clock), _streams._coalescerFor(clock))
-        self.assertIsNot(_streams._coalescerFor(clock), _streams._coalescerFor(Clock()))

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 from rocketd.app import RootResource
 from rocketd.engine.memory import MemoryEngine
 from rocketd.errors import InvalidArgument, InvalidName, NoSuchResource
-from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING
+from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, Heartbeat
 from rocketd.webrocket.backend import BackendApp, channelEventMessage, checkChannelName, parseTrigger
 from rocketd.webrocket.vhosts import VhostRegistry
 from tests.support import parseResponse, temporaryDirectory
@@ -75,8 +75,8 @@ class BackendTestCase(TestCase):
             declared={"/moon": MOON, "/apps/chat": CHAT},
         )
         self.successResultOf(self.vhosts.load())
-        self.app = BackendApp(self.engine, self.vhosts, self.clock, tokenTTL=60.0, heartbeat=15.0,
-                              eventBacklog=10, eventBacklogAge=300.0)
+        self.app = BackendApp(self.engine, self.vhosts, self.clock, tokenTTL=60.0,
+                              heartbeat=Heartbeat(self.clock, 15.0), eventBacklog=10, eventBacklogAge=300.0)
         self.site = Site(RootResource(self.app.resource()), reactor=Clock())
 
     def request(self, method, path, token=MOON, user="wr", body=b"", headers=()):

@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 from rocketd.engine.memory import MemoryEngine
 from rocketd.engine.message import Content, Message
 from rocketd.errors import NoSuchResource
+from rocketd.http.coalesce import Coalescer
 from rocketd.webrocket._fanout import ChannelFans, ISink
 from rocketd.webrocket._session import Subscription
 from rocketd.webrocket._wire import BROADCAST, channelFrame, channelMessage
@@ -58,7 +59,7 @@ class ChannelFansTests(SynchronousTestCase):
         self.engine = MemoryEngine(self.clock)
         domain = self.successResultOf(self.engine.createDomain("moon"))
         self.feed, _ = self.successResultOf(domain.createFeed("news", "fanout"))
-        self.fans = ChannelFans(self.clock)
+        self.fans = ChannelFans(Coalescer(self.clock))
 
     def add(self, sink, feed=None):
         self.assertIsNone(self.successResultOf(self.fans.add(feed or self.feed, sink)))

@@ -23,7 +23,6 @@ it and C{paused} stays false.
 
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Dict, List, Optional, Union
 
 from twisted.internet.defer import Deferred, succeed
@@ -101,24 +100,38 @@ def lastEventID(request) -> Optional[str]:
     return value.decode("utf-8", "replace")
 
 
-class _Heartbeat:
+class Heartbeat:
     """
-    One timer for every open stream of a clock with the same interval:
-    an idle stream costs no timer of its own.
+    The heartbeat of the event streams of one clock: one timer for every
+    open stream, writing a C{: ping} comment to each every C{interval}
+    seconds, so an idle stream costs no timer of its own. The timer runs
+    only while a stream is open.
+
+    There is no registry of heartbeats: the owner of the clock (the
+    composition root, or a face built on its own) makes one and hands it
+    to the streams that share it (see L{SSEStream}).
+
+    @ivar clock: the L{IReactorTime} of the timer.
+    @ivar interval: seconds between two comments.
     """
 
+    __slots__ = ("clock", "interval", "_streams", "_loop")
+
     def __init__(self, clock, interval: float):
+        self.clock = clock
+        self.interval = interval
         self._streams: Dict["SSEStream", None] = {}
         self._loop = LoopingCall(self._beat)
         self._loop.clock = clock
-        self._interval = interval
 
     def add(self, stream: "SSEStream") -> None:
+        """Beat for C{stream} (its first comment comes at most C{interval} seconds later)."""
         self._streams[stream] = None
         if not self._loop.running:
-            self._loop.start(self._interval, now=False)
+            self._loop.start(self.interval, now=False)
 
     def remove(self, stream: "SSEStream") -> None:
+        """Beat no more for C{stream}; the timer stops with the last stream."""
         if self._streams.pop(stream, _GONE) is not _GONE and not self._streams and self._loop.running:
             self._loop.stop()
 
@@ -128,17 +141,6 @@ class _Heartbeat:
 
 
 _GONE = object()
-_heartbeats: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _heartbeatFor(clock, interval: float) -> _Heartbeat:
-    byInterval = _heartbeats.get(clock)
-    if byInterval is None:
-        byInterval = _heartbeats[clock] = {}
-    heartbeat = byInterval.get(interval)
-    if heartbeat is None:
-        heartbeat = byInterval[interval] = _Heartbeat(clock, interval)
-    return heartbeat
 
 
 def _bodyWriter(request) -> Callable[[bytes], None]:
@@ -170,20 +172,20 @@ class SSEStream:
 
     Usage, in a resource's render method::
 
-        stream = SSEStream(request, clock, heartbeat=15.0)
+        stream = SSEStream(request, heartbeat)
         stream.start()
         stream.finished.addCallback(lambda _: unsubscribe())
         ...
         stream.send(encodeEvent(data, event="x", id="1"))
         return NOT_DONE_YET
 
-    The heartbeat is periodic: a C{: ping} comment every C{heartbeat}
-    seconds on the injected clock, whether or not events were sent in
-    between (cheaper than resetting a timer per event; it costs at most one
-    comment per interval). One timer serves every stream of a clock with
-    the same interval, so a stream's first heartbeat comes at most
-    C{heartbeat} seconds after it starts. No heartbeat is written while the
-    stream is paused.
+    The heartbeat is periodic: a C{: ping} comment every interval of the
+    given L{Heartbeat}, whether or not events were sent in between
+    (cheaper than resetting a timer per event; it costs at most one
+    comment per interval). The L{Heartbeat}'s one timer serves every
+    stream given it, so a stream's first heartbeat comes at most one
+    interval after it starts. No heartbeat is written while the stream is
+    paused.
 
     Events go out as chunks written straight to the connection (see
     L{_bodyWriter}); twisted.web still owns the response, its head, its
@@ -202,24 +204,22 @@ class SSEStream:
 
     # An idle subscriber keeps its stream as long as it is connected.
     __slots__ = (
-        "request", "finished", "paused", "disconnected", "_clock", "_interval", "_heartbeat", "_write",
+        "request", "finished", "paused", "disconnected", "_heartbeat", "_write",
         "_started", "_open", "_ended", "_registering", "_registered", "_writableWaiters",
     )
 
-    def __init__(self, request, clock, heartbeat: Optional[float] = 15.0):
+    def __init__(self, request, heartbeat: Optional[Heartbeat] = None):
         """
         @param request: the request to stream the response of.
-        @param clock: an L{IReactorTime} for the heartbeat.
-        @param heartbeat: seconds between heartbeat comments; L{None} or 0
+        @param heartbeat: the L{Heartbeat} that pings this stream once it
+            has started (shared with the other streams of its clock); L{None}
             for none.
         """
         self.request = request
         self.finished: Deferred = Deferred()
         self.paused = False
         self.disconnected = False
-        self._clock = clock
-        self._interval = heartbeat
-        self._heartbeat: Optional[_Heartbeat] = None
+        self._heartbeat = heartbeat
         self._write = request.write
         self._started = False
         self._open = False
@@ -262,8 +262,7 @@ class SSEStream:
         # The head is out: the response headers are not needed any more.
         request.responseHeaders = Headers()
         self._write = _bodyWriter(request)
-        if self._interval:
-            self._heartbeat = _heartbeatFor(self._clock, self._interval)
+        if self._heartbeat is not None:
             self._heartbeat.add(self)
 
     def send(self, event: bytes) -> bool:

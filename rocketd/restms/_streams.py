@@ -2,11 +2,12 @@
 Stream pipes served as one long response: C{multipart/mixed} (a MIME part
 per message) or C{text/event-stream} (an SSE event per message).
 
-Both take the pipe's messages with L{rocketd.interfaces.IPipe.consume}: a
-message is removed from the pipe once it has been written. The transport's
-flow control reaches the pipe: while the transport asks to pause, the
-consumer refuses messages (they stay held, in order) and the pipe resumes
-delivery when the transport drains.
+Both take the pipe's messages with a L{rocketd.http.pipestream.PipeStream}
+(L{rocketd.interfaces.IPipe.consume}): a message is removed from the pipe
+once it has been written. The transport's flow control reaches the pipe:
+while the transport asks to pause, the consumer refuses messages (they
+stay held, in order) and the pipe resumes delivery when the transport
+drains. This module owns only the RestMS framing of the messages.
 """
 
 from __future__ import annotations
@@ -14,16 +15,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
-import weakref
-from typing import Dict, List
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface import implementer
 
-from rocketd.http.sse import SSEStream, encodeEvent
+from rocketd.http.coalesce import Coalescer
+from rocketd.http.pipestream import PipeStream
+from rocketd.http.sse import Heartbeat, SSEStream, encodeEvent
 from rocketd.restms.codec import MEDIA_TYPES
 from rocketd.restms.documents import renderHeldMessage, renderStreamedMessage
 
@@ -46,129 +45,8 @@ class _Streaming(Resource):
 STREAMING = _Streaming()
 
 
-@implementer(IPushProducer)
-class _PipeStream:
-    """
-    A pipe served as one long response: the pipe's consumer, handing each
-    held and arriving message to C{send} as C{frame(held)} once the head
-    has gone out (C{begin}), and calling C{end} (which finishes the
-    response) when the pipe is deleted.
-
-    While the response can't take more, the consumer refuses messages
-    (they stay held in the pipe, in order) until it can: either as the
-    request's push producer itself, or by watching a C{gate} that is one
-    (an L{SSEStream}, with C{paused} and C{whenWritable()}). One object
-    with slots, as an idle subscriber keeps it for as long as it is
-    connected.
-    """
-
-    __slots__ = (
-        "_pipe", "_frame", "_begin", "_send", "_end", "_gate", "_handle",
-        "_pending", "_paused", "_refused", "_stopped", "_watching", "_over",
-    )
-
-    def __init__(self, pipe, frame, begin, send, end, gate=None):
-        self._pipe = pipe
-        self._frame = frame
-        self._begin = begin
-        self._send = send
-        self._end = end
-        self._gate = gate
-        self._handle = None
-        # Frames handed before the head went out (None after).
-        self._pending = []
-        self._paused = False
-        self._refused = False
-        self._stopped = False
-        self._watching = False
-        self._over = False
-
-    def start(self, gone: Deferred, producerFor=None) -> Deferred:
-        """
-        Attach to the pipe; once attached, send the head and what waits.
-
-        @param gone: fires when the response is over (the client went
-            away): the stream detaches; what was not written stays held.
-        @param producerFor: a request to register with as its push
-            producer (when there is no gate).
-        @return: a Deferred that fires with L{STREAMING} once the stream
-            runs, or fails with L{rocketd.errors.Conflict}, before
-            anything is written, if the pipe already has a consumer.
-        """
-        gone.addBoth(self._clientGone)
-        return self._pipe.consume(self._deliver).addCallback(self._attached, producerFor)
-
-    def _attached(self, handle, producerFor):
-        self._handle = handle
-        handle.ended.addCallback(self._ended)
-        if self._stopped:
-            # The client went away while the pipe was attaching.
-            handle.stop()
-            return STREAMING
-        self._begin()
-        pending, self._pending = self._pending, None
-        for data in pending:
-            self._send(data)
-        if producerFor is not None:
-            producerFor.registerProducer(self, True)
-        self._resumePipe()
-        return STREAMING
-
-    def _deliver(self, held) -> bool:
-        if self._paused or self._stopped:
-            self._refused = True
-            return False
-        gate = self._gate
-        if gate is not None and gate.paused:
-            self._refused = True
-            if not self._watching:
-                self._watching = True
-                gate.whenWritable().addCallback(self._gateOpened)
-            return False
-        data = self._frame(held)
-        if self._pending is None:
-            self._send(data)
-        else:
-            self._pending.append(data)
-        return True
-
-    def _ended(self, deleted: bool) -> None:
-        if deleted and not self._over:
-            self._over = True
-            self._end()
-
-    def _clientGone(self, _) -> None:
-        self._over = True
-        self.stop()
-
-    def _gateOpened(self, writable: bool) -> None:
-        self._watching = False
-        if writable:
-            self._resumePipe()
-        else:
-            self.stop()
-
-    def _resumePipe(self) -> None:
-        if self._refused and not self._paused and not self._stopped and self._handle is not None:
-            self._refused = False
-            self._handle.resume()
-
-    def stop(self) -> None:
-        """Detach from the pipe; messages not yet written stay held."""
-        if not self._stopped:
-            self._stopped = True
-            if self._handle is not None:
-                self._handle.stop()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._resumePipe()
-
-    def stopProducing(self) -> None:
-        self.stop()
+def _streaming(_) -> Resource:
+    return STREAMING
 
 
 def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
@@ -180,7 +58,9 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
 
     @param kind: the representation of the parts, C{"xml"} or C{"json"}.
     @param base: the request's base URI (bytes).
-    @return: see L{_PipeStream.start}.
+    @return: a Deferred that fires with L{STREAMING} once the stream runs,
+        or fails with L{rocketd.errors.Conflict}, before anything is
+        written, if the pipe already has a consumer.
     """
     boundary = secrets.token_hex(16).encode("ascii")
     head = b"--%s\r\nContent-Type: %s\r\nContent-Location: %s/restms/resource/" % (
@@ -207,55 +87,8 @@ def streamMultipart(request, pipe, kind: str, base: bytes) -> Deferred:
         request.write(b"--%s--\r\n" % boundary)
         request.finish()
 
-    return _PipeStream(pipe, frame, begin, request.write, end).start(request.notifyFinish(), producerFor=request)
-
-
-class _Coalescer:
-    """
-    Joins the frames each event stream is given during one reactor turn
-    into one write, made at the end of the turn (a single C{callLater(0)}
-    for all the streams of a clock): a burst of publishes costs each
-    stream one trip through the HTTP and transport write path rather than
-    one per message.
-    """
-
-    def __init__(self, clock):
-        self._clock = clock
-        self._pending: Dict[object, List[bytes]] = {}
-        self._call = None
-
-    def send(self, stream, data: bytes) -> None:
-        """Queue C{data} for C{stream}; it is written at the end of this turn."""
-        frames = self._pending.get(stream)
-        if frames is None:
-            self._pending[stream] = [data]
-            if self._call is None:
-                self._call = self._clock.callLater(0, self.flush)
-        else:
-            frames.append(data)
-
-    def flushStream(self, stream) -> None:
-        """Write what waits for C{stream} now (before it closes)."""
-        frames = self._pending.pop(stream, None)
-        if frames:
-            stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
-
-    def flush(self) -> None:
-        """Write what waits for every stream."""
-        self._call = None
-        pending, self._pending = self._pending, {}
-        for stream, frames in pending.items():
-            stream.send(frames[0] if len(frames) == 1 else b"".join(frames))
-
-
-_coalescers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _coalescerFor(clock) -> _Coalescer:
-    coalescer = _coalescers.get(clock)
-    if coalescer is None:
-        coalescer = _coalescers[clock] = _Coalescer(clock)
-    return coalescer
+    stream = PipeStream(pipe, frame, request.write, begin, end)
+    return stream.start(request.notifyFinish(), producerFor=request).addCallback(_streaming)
 
 
 def _sharedEvent(message, base: bytes) -> bytes:
@@ -275,7 +108,7 @@ class _EventFrames:
 
     __slots__ = ("_stream", "_base", "_key", "_coalescer", "send")
 
-    def __init__(self, stream, base: bytes, coalescer):
+    def __init__(self, stream, base: bytes, coalescer: Coalescer):
         self._stream = stream
         self._base = base
         self._key = ("restms-sse", base)
@@ -299,26 +132,29 @@ class _EventFrames:
         return b"id: %d\n%s" % (held.sequence, shared)
 
     def end(self) -> None:
-        self._coalescer.flushStream(self._stream)
+        self._coalescer.flushNow(self._stream)
         self._stream.close()
 
 
-def streamEvents(request, pipe, base: bytes, clock, heartbeat: float) -> Deferred:
+def streamEvents(request, pipe, base: bytes, heartbeat: Heartbeat, coalescer: Coalescer) -> Deferred:
     """
     Serve a stream pipe as server-sent events: C{id:} the message's
     sequence in the pipe, C{event:} its address, C{data:} its JSON document
     on one line, without the message's href and content hrefs (the message
     is deleted once written), so the same event and data bytes, encoded
     once per message, go to every pipe; the frames of one reactor turn go
-    out in one write at its end; a comment heartbeat every C{heartbeat}
-    seconds. Deleting the pipe ends the response.
+    out in one write at its end (C{coalescer}); a comment every interval of
+    C{heartbeat}. Deleting the pipe ends the response.
 
     @param base: the request's base URI (bytes).
-    @return: see L{_PipeStream.start}.
+    @param heartbeat: the L{Heartbeat} of the face's clock.
+    @param coalescer: the L{Coalescer} of the face's clock.
+    @return: see L{streamMultipart}.
     """
-    stream = SSEStream(request, clock, heartbeat)
-    events = _EventFrames(stream, base, _coalescerFor(clock))
-    started = _PipeStream(pipe, events.frame, stream.start, events.send, events.end, gate=stream).start(stream.finished)
+    stream = SSEStream(request, heartbeat)
+    events = _EventFrames(stream, base, coalescer)
+    consumer = PipeStream(pipe, events.frame, events.send, stream.start, events.end, gate=stream)
+    started = consumer.start(stream.finished).addCallback(_streaming)
 
     def failed(failure):
         # Nothing was written: the handler answers with the error.

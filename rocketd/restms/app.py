@@ -30,7 +30,8 @@ from twisted.web.server import NOT_DONE_YET
 from rocketd.engine.message import Content, Message
 from rocketd.errors import NoSuchResource
 from rocketd.http.peers import isLoopback
-from rocketd.http.sse import lastEventID
+from rocketd.http.coalesce import Coalescer
+from rocketd.http.sse import Heartbeat, lastEventID
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED, IAsynclet, IContent, IFeed, IHeldMessage, IJoin, IPipe
 from rocketd.restms import documents
 from rocketd.restms._errors import RestMSError, badRequest, forbidden, notFound, statusFor
@@ -87,7 +88,9 @@ class RestMSApp:
     @param clock: the L{twisted.internet.interfaces.IReactorTime} that
         times long polls and heartbeats.
     @param longPoll: how many seconds an asynclet GET waits at most.
-    @param heartbeat: seconds between SSE heartbeat comments.
+    @param heartbeat: the L{Heartbeat} of the SSE streams (shared with the
+        other streams of C{clock}); by default one of this face's own, every
+        15 seconds.
     @param authorizeDomain: None, or a callable C{(request, name) -> bool}
         that says whether this request may reach the domain C{name}; the
         default domain is always reachable, and without this callable no
@@ -96,6 +99,9 @@ class RestMSApp:
     @param anonymous: who may use RestMS, which has no authentication of
         its own: C{"loopback"} (clients on this machine only; others get
         403) or C{"any"}.
+    @param coalescer: the L{Coalescer} that joins the SSE frames of one
+        reactor turn (shared with the other streams of C{clock}); by default
+        one of this face's own.
     """
 
     app = Klein()
@@ -106,9 +112,10 @@ class RestMSApp:
         engine,
         clock,
         longPoll: float = 30.0,
-        heartbeat: float = 15.0,
+        heartbeat: Optional[Heartbeat] = None,
         authorizeDomain=None,
         anonymous: str = "loopback",
+        coalescer: Optional[Coalescer] = None,
     ):
         if anonymous not in ("loopback", "any"):
             raise ValueError("anonymous is 'loopback' or 'any'")
@@ -117,7 +124,8 @@ class RestMSApp:
         self.authorizeDomain = authorizeDomain
         self.clock = clock
         self.longPoll = longPoll
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat(clock, 15.0)
+        self.coalescer = coalescer if coalescer is not None else Coalescer(clock)
 
     def resource(self):
         """The resource to mount at C{/restms}."""
@@ -544,7 +552,7 @@ class RestMSApp:
             resumeAfter = lastEventID(request)
             if resumeAfter:
                 await self._acknowledge(pipe, resumeAfter)
-            return await streamEvents(request, pipe, base, self.clock, self.heartbeat)
+            return await streamEvents(request, pipe, base, self.heartbeat, self.coalescer)
         json = "application/restms+json" in types or "application/json" in types
         return await streamMultipart(request, pipe, "json" if json else "xml", base)
 

@@ -7,11 +7,12 @@ There is one engine listener per channel feed (L{IFeed.listen}), however
 many browsers of this process subscribe to it. Each message's WebSocket
 frame is built once (L{channelFrame}, cached on the message); the frames
 of the messages handed during one reactor turn are joined into one bytes
-object at the end of the turn, and that same object is written to every
-subscriber. A burst of publishes thus costs each subscriber one trip
-through the outbox and the transport, not one per message. Subscribers
-that take no broadcasts (hidden ones) get the join of the other frames,
-built once for all of them.
+object at the end of the turn (the injected
+L{rocketd.http.coalesce.Coalescer} says when), and that same object is
+written to every subscriber. A burst of publishes thus costs each
+subscriber one trip through the outbox and the transport, not one per
+message. Subscribers that take no broadcasts (hidden ones) get the join
+of the other frames, built once for all of them.
 
 A subscriber (a I{sink}) provides L{ISink}.
 """
@@ -24,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
+from rocketd.http.coalesce import Coalescer
 from rocketd.webrocket._wire import channelFrame, notBroadcast
 
 
@@ -60,7 +62,8 @@ class ChannelFans:
     """
     The fan-outs of this process, one per channel feed.
 
-    @param clock: an L{IReactorTime}: the end-of-turn writes.
+    @param coalescer: the L{Coalescer} of the clock: the end-of-turn writes
+        (one per turn for every channel, and for whatever else shares it).
 
     @ivar stats: C{turns} (fan-outs written), C{writes} (sink writes),
         C{frames} (frames handed out by the listeners).
@@ -68,11 +71,11 @@ class ChannelFans:
 
     log = Logger()
 
-    def __init__(self, clock):
-        self._clock = clock
+    def __init__(self, coalescer: Coalescer):
+        self._coalescer = coalescer
         self._channels: Dict[object, _Channel] = {}
-        self._due: Dict[_Channel, None] = {}
-        self._call = None
+        # Bound once: the coalescer calls it with a channel at the end of a turn.
+        self._flush = self._write
         self.stats = {"turns": 0, "writes": 0, "frames": 0}
 
     def add(self, feed, sink) -> Deferred:
@@ -118,8 +121,8 @@ class ChannelFans:
     def flush(self, feed) -> None:
         """Write now what waits for C{feed}'s sinks."""
         channel = self._channels.get(feed)
-        if channel is not None and self._due.pop(channel, _NOT_DUE) is not _NOT_DUE:
-            self._write(channel)
+        if channel is not None:
+            self._coalescer.flushNow(channel)
 
     def sinks(self, feed) -> int:
         """@return: how many sinks C{feed} has here."""
@@ -152,13 +155,13 @@ class ChannelFans:
         if frame is None:
             return
         self.stats["frames"] += 1
+        frames = channel.frames
+        if not frames:
+            # The first of this turn (a channel has frames while it is due).
+            self._coalescer.due(channel, self._flush)
         if not notBroadcast(message):
-            channel.broadcasts.append(len(channel.frames))
-        channel.frames.append(frame)
-        if channel not in self._due:
-            self._due[channel] = None
-            if self._call is None:
-                self._call = self._clock.callLater(0, self._flushAll)
+            channel.broadcasts.append(len(frames))
+        frames.append(frame)
 
     def _ended(self, deleted: bool, channel) -> None:
         if not deleted:
@@ -172,15 +175,8 @@ class ChannelFans:
     def _forget(self, channel) -> None:
         if self._channels.get(channel.feed) is channel:
             del self._channels[channel.feed]
-        self._due.pop(channel, None)
 
     # -- the end of a turn ---------------------------------------------------
-
-    def _flushAll(self) -> None:
-        self._call = None
-        due, self._due = self._due, {}
-        for channel in due:
-            self._write(channel)
 
     def _write(self, channel) -> None:
         frames, broadcasts = channel.frames, channel.broadcasts
@@ -211,9 +207,6 @@ class ChannelFans:
                 writes += 1
                 sink.write(data)
         self.stats["writes"] += writes
-
-
-_NOT_DUE = object()
 
 
 def _without(frames: List[bytes], skipped, since: int) -> bytes:

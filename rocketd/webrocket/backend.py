@@ -39,7 +39,7 @@ from rocketd.errors import (
     InvalidName,
     NoSuchResource,
 )
-from rocketd.http.sse import SSEStream
+from rocketd.http.sse import Heartbeat, SSEStream
 from rocketd.interfaces import DEFAULT_FEED
 from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
 from rocketd.webrocket.tokens import TokenStore, anchoredPattern
@@ -161,7 +161,9 @@ class BackendApp:
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
     @param clock: an L{IReactorTime}.
     @param tokenTTL: how long a browser token is valid, in seconds.
-    @param heartbeat: seconds between two heartbeats of the event stream.
+    @param heartbeat: the L{Heartbeat} of the workers' event streams (shared
+        with the other streams of C{clock}); by default one of this face's
+        own, every 15 seconds.
     @param eventBacklog: how many triggered events may wait for a worker, per vhost.
     @param eventBacklogAge: how many seconds a triggered event may wait.
 
@@ -185,14 +187,14 @@ class BackendApp:
         vhosts,
         clock,
         tokenTTL: float = 3600.0,
-        heartbeat: float = 15.0,
+        heartbeat: Optional[Heartbeat] = None,
         eventBacklog: int = 1000,
         eventBacklogAge: float = 300.0,
     ):
         self.engine = engine
         self.vhosts = vhosts
         self.clock = clock
-        self.heartbeat = heartbeat
+        self.heartbeat = heartbeat if heartbeat is not None else Heartbeat(clock, 15.0)
         self.tokens = TokenStore(clock, tokenTTL)
         self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
         self.channelClosedObservers = []
@@ -579,7 +581,7 @@ class BackendResource(Resource):
         filterSource = _queryArgument(request, b"filter", ".*")
         anchoredPattern(filterSource, "filter")  # 400 before the stream starts
         app = self._app
-        stream = SSEStream(request, app.clock, app.heartbeat)
+        stream = SSEStream(request, app.heartbeat)
         stream.start()
         d = app.workers.connect(vhost, filterSource, stream)
 

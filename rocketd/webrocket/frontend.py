@@ -33,6 +33,7 @@ from twisted.logger import Logger
 
 from rocketd.droplog import DropWarnings
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
+from rocketd.http.coalesce import Coalescer
 from rocketd.http.directwrite import directWriter
 from rocketd.webrocket._fanout import ChannelFans
 from rocketd.webrocket._origins import OriginPolicy
@@ -95,6 +96,9 @@ class Frontend:
     @param pingInterval: seconds between pings of an idle connection (and
         how long its pong may take); 0 disables pings.
     @param maxMessage: the largest client message accepted, in bytes.
+    @param coalescer: the L{Coalescer} of C{clock} that writes a turn's
+        channel frames at its end (shared with the other streams of the
+        clock); by default one of this frontend's own.
 
     @ivar presence: the L{Presence} of the presence channels.
     @ivar fans: the L{ChannelFans}: what channels hand out, to subscribers.
@@ -116,6 +120,7 @@ class Frontend:
         allowedOrigins: Iterable[str] = ("*",),
         pingInterval: float = 30.0,
         maxMessage: int = 1048576,
+        coalescer: Optional[Coalescer] = None,
     ):
         self.engine = engine
         self.vhosts = vhosts
@@ -126,7 +131,7 @@ class Frontend:
         self.pingInterval = pingInterval
         self.maxMessage = maxMessage
         self.presence = Presence()
-        self.fans = ChannelFans(clock)
+        self.fans = ChannelFans(coalescer if coalescer is not None else Coalescer(clock))
         self.overflows = 0
         self._overflowsByVhost: Dict[str, int] = {}
         self._overflowWarnings = DropWarnings(

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from rocketd.engine.message import Content, Message
 from rocketd.errors import InvalidArgument, NoSuchResource
+from rocketd.http.pipestream import PipeStream
 from rocketd.http.sse import encodeEvent
 from rocketd.webrocket.tokens import anchoredPattern
 from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
@@ -99,6 +100,12 @@ def formatTriggeredEvent(message: Message) -> bytes:
     return frame
 
 
+def _heldEventFrame(held) -> bytes:
+    """The SSE frame of a held triggered event (see L{formatTriggeredEvent})."""
+    frame = held.message.cache.get(SSE_FRAME)
+    return frame if frame is not None else formatTriggeredEvent(held.message)
+
+
 def _copyMessage(message: Message) -> Message:
     """A fresh message with the same address, properties, headers, contents and cached frames."""
     copy = Message(
@@ -118,13 +125,13 @@ class Worker:
 
     The sink is an L{rocketd.http.sse.SSEStream} or anything with its
     shape: C{send(bytes) -> bool} (False: not written, the stream is not
-    open), C{open}, C{paused} (the transport asked to stop: events wait in
-    the pipe), C{whenWritable() -> Deferred[bool]} and C{close()}.
+    open), C{paused} (the transport asked to stop: events wait in the
+    pipe), C{whenWritable() -> Deferred[bool]} and C{close()}. The pipe's
+    consumer is a L{PipeStream} gated by the sink.
 
     @ivar id: a random identifier, shown to administrators.
     @ivar filter: the filter expression's source.
     @ivar connected: POSIX time of connection.
-    @ivar sent: how many events were written.
     """
 
     log = Logger()
@@ -134,18 +141,21 @@ class Worker:
         self.vhost = vhost
         self.filter = filterSource
         self.connected = connected
-        self.sent = 0
         self._pool = pool
         self._predicate = predicate
         self._sink = sink
         self._pipe = None
         self._join = None
-        self._handle = None
-        self._waitingWritable = False
+        self._consumer: Optional[PipeStream] = None
         self._attaching: Optional[Deferred] = None
         # None while serving; a list of waiters while cleaning up; then
         # the number of events put back.
         self._closing = None
+
+    @property
+    def sent(self) -> int:
+        """How many events were written."""
+        return 0 if self._consumer is None else self._consumer.written
 
     def describe(self) -> dict:
         """The administrator's view: C{{"id", "filter", "connected"}}."""
@@ -164,36 +174,16 @@ class Worker:
     @inlineCallbacks
     def _doAttach(self, domain, feed):
         self._pipe = yield domain.createPipe(type="stream", title=f"webrocket worker {self.id}")
-        self._handle = yield self._pipe.consume(self._deliver)
+        consumer = self._consumer = PipeStream(self._pipe, _heldEventFrame, self._sink.send, gate=self._sink)
+        if self._closing is not None:
+            # Disconnected while the pipe was being created.
+            consumer.stop()
+        yield consumer.start()
         predicate = self._predicate
         self._join, _ = yield self._pipe.join(
             feed, address="*", predicate=lambda message: predicate.fullmatch(message.address) is not None
         )
         return self
-
-    def _deliver(self, held) -> bool:
-        """
-        The pipe's consumer: write the event and answer True, or leave it
-        held in the pipe and answer False (the engine then pauses the
-        delivery until L{_writable} resumes it).
-        """
-        sink = self._sink
-        if self._closing is not None or not sink.open:
-            return False
-        if sink.paused:
-            if not self._waitingWritable:
-                self._waitingWritable = True
-                sink.whenWritable().addCallback(self._writable)
-            return False
-        if not sink.send(formatTriggeredEvent(held.message)):
-            return False
-        self.sent += 1
-        return True
-
-    def _writable(self, writable: bool) -> None:
-        self._waitingWritable = False
-        if writable and self._closing is None and self._handle is not None:
-            self._handle.resume()
 
     def disconnect(self, requeue: bool = True) -> Deferred:
         """
@@ -206,6 +196,9 @@ class Worker:
         """
         if self._closing is None:
             self._closing = []
+            if self._consumer is not None:
+                # Nothing more goes to the sink: what the pipe holds is put back.
+                self._consumer.stop()
             self._cleanUp(requeue).addCallback(self._cleanedUp)
         if isinstance(self._closing, int):
             return succeed(self._closing)
@@ -232,8 +225,8 @@ class Worker:
         try:
             if self._join is not None:
                 yield self._join.delete()
-            if self._handle is not None:
-                self._handle.stop()
+            if self._consumer is not None:
+                self._consumer.stop()
             if self._pipe is not None:
                 held = yield self._pipe.listMessages()
                 if held and requeue:
