@@ -67,6 +67,29 @@ class ClockTimer:
         return _Call(self._clock.callLater(delay, func, *args, **kwargs))
 
 
+def autobahnTakesTimer(factoryClass=WebSocketServerFactory) -> bool:
+    """
+    Check that a WebSocket factory keeps the timer its protocols schedule
+    with (handshake, ping and close timeouts) in C{_batched_timer}, a
+    private attribute of autobahn's, which L{FrontendFactory} replaces
+    with a L{ClockTimer}.
+
+    @param factoryClass: the factory class to check (autobahn's by default).
+    @return: whether it does.
+    """
+    try:
+        factory = factoryClass(reactor=object())
+    except Exception:
+        return False
+    return callable(getattr(getattr(factory, "_batched_timer", None), "call_later", None))
+
+
+#: Whether this autobahn takes an injected timer (L{autobahnTakesTimer});
+#: checked once, at import. If not, its timers run on its own (txaio's,
+#: the global reactor's: the daemon's reactor, but not a test's clock).
+AUTOBAHN_TIMER = autobahnTakesTimer()
+
+
 class _Call:
     """A delayed call whose C{cancel} may be called after it ran."""
 
@@ -395,7 +418,10 @@ class FrontendFactory(WebSocketServerFactory):
     def __init__(self, frontend: Frontend):
         WebSocketServerFactory.__init__(self, server="rocketd", reactor=frontend.clock)
         self.frontend = frontend
-        self._batched_timer = ClockTimer(frontend.clock)
+        if AUTOBAHN_TIMER:
+            self._batched_timer = ClockTimer(frontend.clock)
+        else:
+            frontend.log.warn("This autobahn does not take rocketd's clock: WebSocket timeouts use its own.")
         ping = frontend.pingInterval or 0
         self.setProtocolOptions(
             maxMessagePayloadSize=frontend.maxMessage,
