@@ -23,7 +23,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from rocketd.app import Rocketd
 from rocketd.config import Config, ConfigError, loadConfig
-from rocketd.webrocket._origins import OriginPolicy, normaliseOrigin, parseOrigins
+from rocketd.webrocket.origins import OriginPolicy, normaliseOrigin, parseOrigins
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT, Frontend
 from tests.support import MOON, serverFrames, temporaryDirectory, webrocketSetUp

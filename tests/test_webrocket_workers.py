@@ -139,6 +139,22 @@ class WorkerPoolTests(TestCase):
         self.assertEqual(a.names(), ["chat/e0", "chat/e2"])
         self.assertEqual(b.names(), ["chat/e1", "chat/e3"])
 
+    def test_failedAttachment(self):
+        """
+        A worker whose attachment fails is cleaned up; the failure goes to
+        the caller, and only there (nothing logged as unhandled).
+        """
+        from twisted.internet.defer import fail
+
+        from rocketd.errors import LimitReached
+
+        domain = self.successResultOf(self.engine.getDomain("moon"))
+        self.patch(domain, "createPipe", lambda **kwargs: fail(LimitReached("No more pipes.")))
+        with capturedLogs() as events:
+            self.failureResultOf(self.pool.connect("/moon", ".*", FakeStream()), LimitReached)
+        self.assertEqual(self.pool.listWorkers("/moon"), [])
+        self.assertEqual([e for e in events if e.get("log_level") != LogLevel.debug], [])
+
     def test_filtersAreAnchored(self):
         _, chat = self.connect("chat/.*")
         _, news = self.connect("news/(hot|cold)")

@@ -35,7 +35,7 @@ from rocketd.droplog import DropWarnings
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
 from rocketd.http.directwrite import directWriter
 from rocketd.webrocket._fanout import ChannelFans
-from rocketd.webrocket._origins import OriginPolicy
+from rocketd.webrocket.origins import OriginPolicy
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket._presence import ChannelKey, Presence
 from rocketd.webrocket._session import CLOSE_POLICY_VIOLATION, Session, Subscription
@@ -114,7 +114,7 @@ class Frontend:
     @param clock: the reactor: time, and the WebSocket timers.
     @param sendQueue: the most bytes waiting for one slow connection.
     @param allowedOrigins: the origins whose pages may connect (see
-        L{rocketd.webrocket._origins}).
+        L{rocketd.webrocket.origins}).
     @param pingInterval: seconds between pings of an idle connection (and
         how long its pong may take); 0 disables pings.
     @param maxMessage: the largest client message accepted, in bytes.
