@@ -4,13 +4,10 @@ engine (round-robin, filters, backlog, clean-up) and the event framing.
 """
 
 import json
-import shutil
-import tempfile
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from rocketd.engine.memory import MemoryEngine
@@ -21,16 +18,10 @@ from rocketd.webrocket.workers import (
     formatTriggeredEvent,
     triggeredEventMessage,
 )
+from tests.support import temporaryDirectory
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
-
-
-def temporaryDirectory(testCase):
-    """A fresh directory removed after the test (also under pytest, which does not chdir)."""
-    path = tempfile.mkdtemp(prefix="rocketd-webrocket-")
-    testCase.addCleanup(shutil.rmtree, path, True)
-    return FilePath(path)
 
 class FakeStream:
     """Has the shape of L{rocketd.http.sse.SSEStream} that a worker uses."""
