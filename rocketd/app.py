@@ -13,9 +13,9 @@ import json
 from typing import Callable, Mapping
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import DeferredList, FirstError, inlineCallbacks
+from twisted.internet.defer import CancelledError, DeferredList, FirstError, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
@@ -227,15 +227,18 @@ class _Listener(Service):
         return port
 
     def stopService(self):
+        """
+        Stop listening, or stop trying to.
+
+        @return: what the port's C{stopListening} returns, or None.
+        """
         Service.stopService(self)
         listening, self._listening = self._listening, None
-        if listening is None:
-            return None
-        # Cancelling a listen that has not finished stops it; stopping a
-        # port that listens closes it.
-        listening.cancel()
-        listening.addErrback(lambda failure: None)
-        return listening.addCallback(lambda port: port.stopListening() if port is not None else None)
+        if listening is not None and not listening.called:
+            # The daemon, waiting for it, takes the CancelledError.
+            listening.cancel()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
 
 
 class _StartFailed(Exception):
@@ -292,6 +295,9 @@ class _RocketdService(MultiService):
                 return
             try:
                 yield listener.listen()
+            except CancelledError:
+                # Stopped while it was trying to listen.
+                return
             except CannotListenError as e:
                 # One sentence, not a traceback: the port is taken, or not ours.
                 raise _StartFailed(f"rocketd: {e}") from None
@@ -309,7 +315,10 @@ class _RocketdService(MultiService):
             self._failedNow = why
             return
         log.critical("{why}", why=why)
-        self.rocketd.reactor.stop()
+        try:
+            self.rocketd.reactor.stop()
+        except ReactorNotRunning:
+            pass
 
     def stopService(self):
         self._stopping = True

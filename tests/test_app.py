@@ -205,6 +205,28 @@ class _LateEngine:
         self.createDomain = self._engine.createDomain
 
 
+class _Port:
+    stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+
+
+class _Endpoint:
+    """A server endpoint whose C{listen} answers what the test says; it records its calls and ports."""
+
+    def __init__(self, listening):
+        self._listening = listening
+        self.calls = []
+        self.listened = []
+
+    def listen(self, factory):
+        d = self._listening()
+        self.calls.append(d)
+        d.addCallback(lambda port: self.listened.append(port) or port)
+        return d
+
+
 class RocketdServiceTests(TestCase):
     """
     The daemon's service: the engine the config names, the injected
@@ -269,6 +291,42 @@ class RocketdServiceTests(TestCase):
         service.rocketd.engine.ready.callback(None)
         self.assertEqual(self.ports(), [8080, 8082])
         self.successResultOf(service.stopService())
+
+    def fakeEndpoints(self, service, listening):
+        """Give each listener an endpoint whose C{listen} returns C{listening()}; @return: them."""
+        endpoints = []
+        for listener in service:
+            endpoint = _Endpoint(listening)
+            listener.endpoint = endpoint
+            endpoints.append(endpoint)
+        return endpoints
+
+    def test_stoppingStopsListening(self):
+        """Stopped, the daemon closes both ports."""
+        from twisted.internet.defer import succeed
+
+        service = self.service()
+        endpoints = self.fakeEndpoints(service, lambda: succeed(_Port()))
+        service.privilegedStartService()
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual([e.listened[0].stopped for e in endpoints], [True, True])
+
+    def test_stoppedWhileListening(self):
+        """A listen still under way when the daemon stops is cancelled, and nothing is logged as failed."""
+        from twisted.internet.defer import Deferred
+        from twisted.logger import LogLevel, capturedLogs
+
+        service = self.service()
+        endpoints = self.fakeEndpoints(service, Deferred)
+        with capturedLogs() as events:
+            service.privilegedStartService()
+            service.startService()
+            self.successResultOf(service.stopService())
+        self.assertEqual([len(e.calls) for e in endpoints], [1, 0])
+        self.assertTrue(endpoints[0].calls[0].called)
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
+        self.assertFalse(self.reactor.hasStopped)
 
     def test_stoppedBeforeTheEngineIsReady(self):
         """A daemon stopped while its engine starts never listens."""
