@@ -10,17 +10,18 @@ itself.
 from __future__ import annotations
 
 import json
+from typing import Callable, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, DeferredList, FirstError, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
+from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.http.coalesce import Coalescer
-from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
 from rocketd.http.connections import (
     ConnectionLimitFactory,
     LimitingReactor,
@@ -28,13 +29,41 @@ from rocketd.http.connections import (
     listenBacklog,
     withBacklog,
 )
+from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
 from rocketd.http.sse import Heartbeat
+from rocketd.interfaces import DEFAULT_DOMAIN
+from rocketd.restms.app import RestMSApp
+from rocketd.webrocket.backend import BACKEND_USER, BackendApp
+from rocketd.webrocket.frontend import Frontend, staticResource
+from rocketd.webrocket.vhosts import VhostRegistry
 
 log = Logger()
 
 #: The most connections the admin listener keeps open (rocketctl makes one
 #: at a time).
 ADMIN_MAX_CONNECTIONS = 128
+
+
+def memoryEngine(config, reactor):
+    """The embedded engine, bounded by the config's [restms] limits."""
+    from rocketd.engine.memory import MemoryEngine
+
+    return MemoryEngine(
+        clock=reactor,
+        pipeDepth=config.pipe_depth,
+        feedBacklog=config.feed_backlog,
+        stageTTL=config.stage_ttl,
+        stageCount=config.stage_max_count,
+        stageBytes=config.stage_max_bytes,
+    )
+
+
+#: The engines by the name a config gives (L{rocketd.config.ENGINES}):
+#: name -> C{factory(config, reactor)} returning an
+#: L{rocketd.interfaces.IEngine}. A factory imports its engine when
+#: called, so that an engine's library is needed only by those who choose
+#: it.
+ENGINE_FACTORIES: Mapping[str, Callable] = {"memory": memoryEngine}
 
 
 class RootResource(Resource):
@@ -94,21 +123,16 @@ class Rocketd:
     """
 
     def __init__(self, config, reactor):
-        from rocketd.engine.memory import MemoryEngine
-        from rocketd.restms.app import RestMSApp
-
+        """
+        @param config: a L{rocketd.config.Config}.
+        @param reactor: the reactor every component listens, times and
+            schedules with.
+        @raise KeyError: if no engine has the config's engine name (a
+            validated config names one of L{ENGINE_FACTORIES}).
+        """
         self.config = config
         self.reactor = reactor
-        self.engine = MemoryEngine(
-            clock=reactor,
-            pipeDepth=config.pipe_depth,
-            feedBacklog=config.feed_backlog,
-            stageTTL=config.stage_ttl,
-            stageCount=config.stage_max_count,
-            stageBytes=config.stage_max_bytes,
-        )
-        self.vhosts = None
-        self.frontend = None
+        self.engine = ENGINE_FACTORIES[config.engine](config, reactor)
         # The streams of both faces share one heartbeat timer and one end-of-turn flush.
         self.heartbeat = Heartbeat(reactor, config.heartbeat)
         self.coalescer = Coalescer(reactor)
@@ -121,55 +145,37 @@ class Rocketd:
             anonymous=config.anonymous,
             coalescer=self.coalescer,
         )
-        self.admin = Resource()
-        fallback = None
-        try:
-            from rocketd.webrocket.backend import BackendApp
-            from rocketd.webrocket.vhosts import VhostRegistry
-        except ImportError:
-            BackendApp = None
-        if BackendApp is not None:
-            stateDir = FilePath(config.state_dir)
-            self.vhosts = VhostRegistry(
-                self.engine,
-                stateDir.child("vhosts.json"),
-                clock=reactor,
-                declared=config.vhosts,
-            )
-            backend = BackendApp(
-                self.engine,
-                self.vhosts,
-                clock=reactor,
-                tokenTTL=config.token_ttl,
-                heartbeat=self.heartbeat,
-                eventBacklog=config.event_backlog,
-                eventBacklogAge=config.event_backlog_age,
-            )
-            from rocketd.webrocket.frontend import Frontend
-
-            self.frontend = Frontend(
-                self.engine,
-                self.vhosts,
-                backend,
-                clock=reactor,
-                sendQueue=config.send_queue,
-                allowedOrigins=config.allowed_origins,
-                pingInterval=config.ping_interval,
-                maxMessage=config.max_body,
-                coalescer=self.coalescer,
-            )
-            fallback = backend.resource(websocket=self.frontend.resource())
-            try:
-                from rocketd.admin.api import AdminApp, ensureCookie
-            except ImportError:
-                AdminApp = None
-            if AdminApp is not None:
-                cookie = ensureCookie(stateDir.child("admin.cookie"))
-                self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
-        root = RootResource(fallback)
+        stateDir = FilePath(config.state_dir)
+        self.vhosts = VhostRegistry(
+            self.engine,
+            stateDir.child("vhosts.json"),
+            clock=reactor,
+            declared=config.vhosts,
+        )
+        backend = BackendApp(
+            self.engine,
+            self.vhosts,
+            clock=reactor,
+            tokenTTL=config.token_ttl,
+            heartbeat=self.heartbeat,
+            eventBacklog=config.event_backlog,
+            eventBacklogAge=config.event_backlog_age,
+        )
+        self.frontend = Frontend(
+            self.engine,
+            self.vhosts,
+            backend,
+            clock=reactor,
+            sendQueue=config.send_queue,
+            allowedOrigins=config.allowed_origins,
+            pingInterval=config.ping_interval,
+            maxMessage=config.max_body,
+            coalescer=self.coalescer,
+        )
+        cookie = ensureCookie(stateDir.child("admin.cookie"))
+        self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
+        root = RootResource(backend.resource(websocket=self.frontend.resource()))
         root.putChild(b"restms", self.restms.resource())
-        from rocketd.webrocket.frontend import staticResource
-
         root.putChild(b"static", staticResource())
         self.root = root
 
@@ -179,10 +185,6 @@ class Rocketd:
         credentials (HTTP Basic, user C{wr}, the vhost token): channels may
         be private, so RestMS must not be a way around the token.
         """
-        if self.vhosts is None:
-            return False
-        from rocketd.webrocket.backend import BACKEND_USER
-
         path = "/" + name
         return request.getUser() == BACKEND_USER and self.vhosts.checkToken(path, request.getPassword())
 
@@ -193,13 +195,7 @@ class Rocketd:
 
         @return: Deferred firing when ready.
         """
-        from twisted.internet.defer import DeferredList
-
-        from rocketd.interfaces import DEFAULT_DOMAIN
-
-        ds = [self.engine.createDomain(DEFAULT_DOMAIN, "Default domain")]
-        if self.vhosts is not None:
-            ds.append(self.vhosts.load())
+        ds = [self.engine.createDomain(DEFAULT_DOMAIN, "Default domain"), self.vhosts.load()]
         return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
 
     def site(self):
@@ -225,28 +221,129 @@ class Rocketd:
         return site
 
 
+class _Listener(Service):
+    """
+    One listener: an endpoint and the site it serves. It listens when its
+    daemon tells it to (L{listen}), not when the service starts: the
+    daemon does so once the engine is ready.
+    """
+
+    def __init__(self, name, endpoint, factory):
+        self.setName(name)
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port = None
+        self._listening = None
+
+    def listen(self):
+        """
+        @return: Deferred firing with the listening port, or failing with
+            L{CannotListenError}.
+        """
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallback(self._listened)
+        return self._listening
+
+    def _listened(self, port):
+        self.port = port
+        return port
+
+    def stopService(self):
+        """
+        Stop listening, or stop trying to.
+
+        @return: what the port's C{stopListening} returns, or None.
+        """
+        Service.stopService(self)
+        listening, self._listening = self._listening, None
+        if listening is not None and not listening.called:
+            # The daemon, waiting for it, takes the CancelledError.
+            listening.cancel()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+class _StartFailed(Exception):
+    """The daemon could not start; the argument is the sentence that says why."""
+
+
+def _why(failure) -> str:
+    """@return: the one sentence that says what a failure was."""
+    value = failure.value
+    message = getattr(value, "message", None) or str(value)
+    return message if message else type(value).__name__
+
+
 class _RocketdService(MultiService):
-    """Starts the engine state before the listeners, stops the engine after them."""
+    """
+    The daemon: the engine starts first; the listeners (the children)
+    listen only once it is ready, so that no request arrives before the
+    state it needs exists. The engine stops after the listeners.
+
+    The embedded engine is ready at once: its listeners bind in
+    C{privilegedStartService}, and a start failure (a port taken, an
+    unreadable state directory) stops C{twistd} there with one sentence.
+    An engine that answers later makes them bind when it does, after
+    C{twistd} has given up its privileges; a failure then is logged in
+    one sentence and stops the reactor.
+    """
+
+    _synchronous = False
+    _failedNow = None
 
     def __init__(self, rocketd):
         MultiService.__init__(self)
         self.rocketd = rocketd
 
     def privilegedStartService(self):
-        # Listeners bind in privilegedStartService; the state they serve is
-        # created first (the embedded engine answers synchronously).
-        self.rocketd.start().addErrback(self._startFailed)
+        MultiService.privilegedStartService(self)
+        self._synchronous = True
         try:
-            MultiService.privilegedStartService(self)
-        except CannotListenError as e:
-            # One sentence, not a traceback: the port is taken, or not ours.
-            raise SystemExit(f"rocketd: {e}") from None
+            self._start().addErrback(self._startFailed)
+        finally:
+            self._synchronous = False
+        if self._failedNow is not None:
+            raise SystemExit(self._failedNow)
+
+    @inlineCallbacks
+    def _start(self):
+        try:
+            yield self.rocketd.start()
+        except FirstError as e:
+            raise _StartFailed(f"rocketd could not start: {_why(e.subFailure)}") from None
+        for listener in self:
+            if self._stopping:
+                # Stopped before the engine was ready: listen nowhere.
+                return
+            try:
+                yield listener.listen()
+            except CancelledError:
+                # Stopped while it was trying to listen.
+                return
+            except CannotListenError as e:
+                # One sentence, not a traceback: the port is taken, or not ours.
+                raise _StartFailed(f"rocketd: {e}") from None
+
+    _stopping = False
 
     def _startFailed(self, failure):
-        log.failure("rocketd could not start", failure)
-        self.rocketd.reactor.stop()
+        if failure.check(_StartFailed):
+            why = failure.value.args[0]
+        else:
+            # Not a failure to start but a mistake in starting: keep its traceback.
+            log.failure("rocketd could not start", failure)
+            why = f"rocketd could not start: {_why(failure)}"
+        if self._synchronous:
+            self._failedNow = why
+            return
+        log.critical("{why}", why=why)
+        try:
+            self.rocketd.reactor.stop()
+        except ReactorNotRunning:
+            pass
 
     def stopService(self):
+        self._stopping = True
         d = MultiService.stopService(self)
         d.addCallback(lambda _: self.rocketd.engine.stop())
         return d
@@ -254,7 +351,9 @@ class _RocketdService(MultiService):
 
 def makeRocketdService(config, reactor):
     """
-    Build the daemon's service: the main listener and the admin listener.
+    Build the daemon's service: the engine named by the config, then the
+    main listener and the admin listener, listening once the engine is
+    ready.
 
     @param config: a L{rocketd.config.Config}.
     @param reactor: the reactor to listen, time and schedule with.
@@ -283,10 +382,5 @@ def makeRocketdService(config, reactor):
         limited = LimitingReactor(
             reactor, lambda factory, cap=cap, name=name: ConnectionLimitFactory(factory, cap, clock=reactor, name=name)
         )
-        listener = StreamServerEndpointService(serverFromString(limited, withBacklog(endpoint, backlog)), site)
-        # A listener that can't listen (the port is taken) stops the start
-        # instead of leaving a daemon that serves nothing.
-        listener._raiseSynchronously = True
-        listener.setName(name)
-        listener.setServiceParent(service)
+        _Listener(name, serverFromString(limited, withBacklog(endpoint, backlog)), site).setServiceParent(service)
     return service

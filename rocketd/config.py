@@ -22,11 +22,10 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import InvalidLogLevelError, LogLevel
 
 from rocketd.errors import EngineError
-from rocketd.webrocket._origins import parseOrigins
+from rocketd.webrocket.origins import parseOrigins
 from rocketd.webrocket.vhosts import TOKEN, checkPath
 
 #: The engines a config may name.
@@ -149,13 +148,19 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
 _DEFAULTS = Config()
 
 
+class _NoReactor:
+    """
+    The reactor an endpoint is parsed with to check its description: an
+    endpoint keeps its reactor until it listens, which this one never does.
+    """
+
+
 def _endpoint(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError("it must not be empty")
     try:
-        # Parsing needs a reactor but listens nowhere: a memory one will do.
-        serverFromString(MemoryReactor(), value)
+        serverFromString(_NoReactor(), value)
     except Exception as e:
         raise ValueError(f"{value!r} is not a valid server endpoint ({e})") from None
     return value

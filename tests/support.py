@@ -45,6 +45,28 @@ def temporaryDirectory(testCase) -> FilePath:
     return FilePath(path)
 
 
+class DomainRecorder:
+    """
+    The two engine operations a vhost registry uses (C{createDomain},
+    C{deleteDomain}), recorded in C{domains}.
+    """
+
+    def __init__(self):
+        self.domains = set()
+
+    def createDomain(self, name, title=""):
+        from twisted.internet.defer import succeed
+
+        self.domains.add(name)
+        return succeed(name)
+
+    def deleteDomain(self, name):
+        from twisted.internet.defer import succeed
+
+        self.domains.discard(name)
+        return succeed(None)
+
+
 #: The token of the vhost /moon that L{webrocketSetUp} declares.
 MOON = "0123456789abcdef0123456789abcdef01234567"
 

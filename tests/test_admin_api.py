@@ -18,28 +18,11 @@ from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
 from rocketd.http.guard import GuardedSite
-from tests.support import BAD_HOSTS, exchange, parseResponse, temporaryDirectory
+from tests.support import BAD_HOSTS, DomainRecorder, exchange, parseResponse, temporaryDirectory
 
 COOKIE = "c0" * 32
 
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class DomainRecorder:
-    """The two engine operations the vhost registry uses, recorded."""
-
-    def __init__(self):
-        self.domains = set()
-
-    def createDomain(self, name, title=""):
-        self.domains.add(name)
-        return succeed(None)
-
-    def deleteDomain(self, name):
-        self.domains.discard(name)
-        return succeed(None)
-
-
 
 
 def makeRegistry(case, declared=None):

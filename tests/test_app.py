@@ -178,3 +178,210 @@ class BadHostAndLastResortTests(TestCase):
             if contentType == b"application/json":
                 self.assertEqual(list(json.loads(body)), ["error"])
             self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class _LateEngine:
+    """
+    A memory engine whose C{createDomain} answers only when the test says
+    so (as an engine on a network would): C{ready.callback(None)} lets
+    the waiting calls through; C{ready.errback(...)} fails them.
+    """
+
+    def __init__(self, config, reactor):
+        from twisted.internet.defer import Deferred
+
+        from rocketd.app import memoryEngine
+
+        self._engine = memoryEngine(config, reactor)
+        self.ready = Deferred()
+        self._waiting = []
+        self.ready.addBoth(self._answer)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def createDomain(self, name, title=""):
+        from twisted.internet.defer import Deferred
+
+        d = Deferred()
+        self._waiting.append((d, name, title))
+        return d
+
+    def _answer(self, result):
+        from twisted.python.failure import Failure
+
+        waiting, self._waiting = self._waiting, []
+        for d, name, title in waiting:
+            if isinstance(result, Failure):
+                d.errback(result)
+            else:
+                self._engine.createDomain(name, title).chainDeferred(d)
+        self.createDomain = self._engine.createDomain
+
+
+class _Port:
+    stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+
+
+class _Endpoint:
+    """A server endpoint whose C{listen} answers what the test says; it records its calls and ports."""
+
+    def __init__(self, listening):
+        self._listening = listening
+        self.calls = []
+        self.listened = []
+
+    def listen(self, factory):
+        d = self._listening()
+        self.calls.append(d)
+        d.addCallback(lambda port: self.listened.append(port) or port)
+        return d
+
+
+class RocketdServiceTests(TestCase):
+    """
+    The daemon's service: the engine the config names, the injected
+    reactor, and listeners that listen only once the engine is ready.
+    """
+
+    def service(self, engine="memory", **settings):
+        from twisted.internet.testing import MemoryReactorClock
+
+        import rocketd.app as app
+
+        self.patch(app, "ENGINE_FACTORIES", dict(app.ENGINE_FACTORIES, late=_LateEngine))
+        state = self.mktemp()
+        config = Config(
+            state_dir=os.path.abspath(state),
+            listen="tcp:8080:interface=127.0.0.1",
+            admin="tcp:8082:interface=127.0.0.1",
+            engine=engine,
+            **settings,
+        )
+        self.reactor = MemoryReactorClock()
+        return app.makeRocketdService(config, self.reactor)
+
+    def ports(self):
+        return sorted(port for port, *_ in self.reactor.tcpServers)
+
+    def test_theConfigNamesTheEngine(self):
+        """The engine is the one the config names, built on the daemon's reactor."""
+        service = self.service(engine="late")
+        self.assertIsInstance(service.rocketd.engine, _LateEngine)
+
+    def test_everyEngineNameHasAnEngine(self):
+        """Each name the config accepts builds an engine."""
+        from rocketd.app import ENGINE_FACTORIES
+        from rocketd.config import ENGINES
+
+        self.assertEqual(sorted(ENGINE_FACTORIES), sorted(ENGINES))
+
+    def test_sitesUseTheInjectedReactor(self):
+        """Both sites time their connections on the daemon's reactor, not the global one."""
+        rocketd = self.service().rocketd
+        self.assertIs(rocketd.site().reactor, self.reactor)
+        self.assertIs(rocketd.adminSite().reactor, self.reactor)
+
+    def test_embeddedEngineListensAtOnce(self):
+        """The embedded engine is ready at once: both listeners bind in privilegedStartService."""
+        service = self.service()
+        service.privilegedStartService()
+        self.assertEqual(self.ports(), [8080, 8082])
+        service.startService()
+        self.successResultOf(service.stopService())
+
+    def test_noListenerBeforeTheEngineIsReady(self):
+        """
+        With an engine that answers later, nothing listens until its start
+        has fired; then both listeners do.
+        """
+        service = self.service(engine="late")
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(self.ports(), [])
+        service.rocketd.engine.ready.callback(None)
+        self.assertEqual(self.ports(), [8080, 8082])
+        self.successResultOf(service.stopService())
+
+    def fakeEndpoints(self, service, listening):
+        """Give each listener an endpoint whose C{listen} returns C{listening()}; @return: them."""
+        endpoints = []
+        for listener in service:
+            endpoint = _Endpoint(listening)
+            listener.endpoint = endpoint
+            endpoints.append(endpoint)
+        return endpoints
+
+    def test_stoppingStopsListening(self):
+        """Stopped, the daemon closes both ports."""
+        from twisted.internet.defer import succeed
+
+        service = self.service()
+        endpoints = self.fakeEndpoints(service, lambda: succeed(_Port()))
+        service.privilegedStartService()
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual([e.listened[0].stopped for e in endpoints], [True, True])
+
+    def test_stoppedWhileListening(self):
+        """A listen still under way when the daemon stops is cancelled, and nothing is logged as failed."""
+        from twisted.internet.defer import Deferred
+        from twisted.logger import LogLevel, capturedLogs
+
+        service = self.service()
+        endpoints = self.fakeEndpoints(service, Deferred)
+        with capturedLogs() as events:
+            service.privilegedStartService()
+            service.startService()
+            self.successResultOf(service.stopService())
+        self.assertEqual([len(e.calls) for e in endpoints], [1, 0])
+        self.assertTrue(endpoints[0].calls[0].called)
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
+        self.assertFalse(self.reactor.hasStopped)
+
+    def test_stoppedBeforeTheEngineIsReady(self):
+        """A daemon stopped while its engine starts never listens."""
+        service = self.service(engine="late")
+        service.privilegedStartService()
+        service.startService()
+        self.successResultOf(service.stopService())
+        service.rocketd.engine.ready.callback(None)
+        self.assertEqual(self.ports(), [])
+
+    def test_engineFailsLater(self):
+        """
+        An engine whose start fails later stops the reactor, with one
+        logged sentence and no listener.
+        """
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from rocketd.errors import Forbidden
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = self.service(engine="late")
+        service.privilegedStartService()
+        service.startService()
+        service.rocketd.engine.ready.errback(Forbidden("The broker refused the credentials."))
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(self.ports(), [])
+        critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(
+            [e["why"] for e in critical], ["rocketd could not start: The broker refused the credentials."]
+        )
+        self.assertNotIn("log_failure", critical[0])
+
+    def test_startFailsNow(self):
+        """A start that fails at once stops twistd there, with one sentence."""
+        service = self.service()
+        with open(os.path.join(service.rocketd.config.state_dir, "vhosts.json"), "w") as f:
+            f.write("not json")
+        with self.assertRaises(SystemExit) as raised:
+            service.privilegedStartService()
+        self.assertTrue(str(raised.exception.code).startswith("rocketd could not start: "), raised.exception.code)
+        self.assertIn("vhosts.json", str(raised.exception.code))
+        self.assertEqual(self.ports(), [])

@@ -112,3 +112,56 @@ class DirectWriterTests(TestCase):
         self.connection.disconnecting = True
         sendBuffered(self.connection)
         self.assertEqual(self.connection._tempDataBuffer, [b"late"])
+
+
+class BufferCheckTests(TestCase):
+    """
+    The check, once at import, that Twisted buffers writes where the
+    direct writes look, and the fallback when it does not.
+    """
+
+    def test_twistedBuffersAsExpected(self):
+        """This Twisted keeps its write buffer where directwrite looks."""
+        from rocketd.http import directwrite
+
+        self.assertTrue(directwrite.BUFFER_PRIVATES)
+        self.assertTrue(directwrite.buffersAsExpected())
+
+    def test_anotherBufferIsRefused(self):
+        """A descriptor that buffers elsewhere (or whose probe raises) fails the check."""
+        from twisted.internet import abstract
+
+        from rocketd.http.directwrite import buffersAsExpected
+
+        class ElsewhereBuffered(abstract.FileDescriptor):
+            def write(self, data):
+                self.pending = [data]
+
+        class Broken(abstract.FileDescriptor):
+            def __init__(self, reactor=None):
+                raise TypeError("another signature")
+
+        self.assertFalse(buffersAsExpected(ElsewhereBuffered))
+        self.assertFalse(buffersAsExpected(Broken))
+
+    def test_fallback(self):
+        """
+        Without the expected buffer, writes take Twisted's own path: the
+        transport's C{write}, and nothing sent before the reactor's
+        writable event.
+        """
+        from rocketd.http import directwrite
+
+        self.patch(directwrite, "BUFFER_PRIVATES", False)
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        ours.setblocking(False)
+        reactor = RecordingReactor()
+        connection = tcp.Connection(ours, Protocol(), reactor)
+        connection.connected = True
+        self.assertEqual(directWriter(connection), connection.write)
+        connection.write(b"answer")
+        sendBuffered(connection)
+        self.assertEqual(connection._tempDataBuffer, [b"answer"])
+        self.assertIn(connection, reactor.writers)

@@ -248,3 +248,73 @@ class BoundedSiteTests(TestCase):
 
     def test_negativeLimit(self):
         self.assertRaises(ValueError, BoundedSite, self.resource, maxBody=-1)
+
+
+class ChannelCheckTests(TestCase):
+    """
+    The check, once at import, that twisted.web shows the request line
+    before the body is in, and the fallback when it does not: the body is
+    dropped as it arrives and the 413 answered once it is in.
+    """
+
+    setUp = BoundedSiteTests.setUp
+    tooLarge = BoundedSiteTests.tooLarge
+    connect = BoundedSiteTests.connect
+    post = BoundedSiteTests.post
+
+    def test_twistedShowsTheRequestLine(self):
+        from rocketd.http import limits
+
+        self.assertTrue(limits.CHANNEL_PRIVATES)
+        self.assertTrue(limits.channelShowsRequestLine())
+
+    def test_aChannelThatHidesItFailsTheCheck(self):
+        from twisted.web.http import HTTPChannel
+
+        from rocketd.http.limits import channelShowsRequestLine
+
+        class Hiding(HTTPChannel):
+            def allHeadersReceived(self):
+                del self._command
+                HTTPChannel.allHeadersReceived(self)
+
+        self.assertFalse(channelShowsRequestLine(Hiding))
+
+    def fallback(self):
+        from rocketd.http import limits
+
+        self.patch(limits, "CHANNEL_PRIVATES", False)
+        MeasuringRequest.instances = []
+        self.site.requestFactory = MeasuringRequest
+
+    def test_fallbackContentLength(self):
+        """A Content-Length over the limit: the body is dropped, then the 413 in the face's format."""
+        self.fallback()
+        protocol, transport = self.connect()
+        request = self.post(b"x" * (MAX + 1), extra=b"Expect: 100-continue\r\n", path=b"/restms/feed/a?b=c")
+        protocol.dataReceived(request[:-5])
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(request[-5:] + b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n")
+        [(status, headers, body)] = parseResponses(transport.value())
+        self.assertEqual(status, 413)
+        self.assertEqual(headers[b"connection"], b"close")
+        self.assertEqual(body, b'{"error": "too large"}')
+        self.assertEqual(self.asked, [(b"POST", b"/restms/feed/a")])
+        self.assertEqual(self.resource.bodies, [])
+        self.assertEqual(MeasuringRequest.instances[0].buffered, [0, 0])
+        self.assertTrue(transport.disconnecting)
+
+    def test_fallbackChunked(self):
+        """A chunked body past the limit: nothing over the limit is kept, then the 413."""
+        self.fallback()
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"POST /x HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(MAX + 4):
+            protocol.dataReceived(b"1\r\nz\r\n")
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(b"0\r\n\r\n")
+        [(status, _, _)] = parseResponses(transport.value())
+        self.assertEqual(status, 413)
+        self.assertEqual(self.resource.bodies, [])
+        self.assertLessEqual(max(MeasuringRequest.instances[0].buffered), MAX)
+        self.assertTrue(transport.disconnecting)

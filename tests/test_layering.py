@@ -70,3 +70,26 @@ class LayeringTests(TestCase):
         self.assertIn("rocketd.http.pipestream", set(importsOf(PACKAGE / "restms" / "_streams.py")))
         self.assertIn("rocketd.http.pipestream", set(importsOf(PACKAGE / "webrocket" / "workers.py")))
         self.assertIn("rocketd.http.coalesce", set(importsOf(PACKAGE / "webrocket" / "_fanout.py")))
+
+    def test_noTestHelpersInTheDaemon(self):
+        """No module of the daemon imports a test double or test runner."""
+        testing = ("twisted.internet.testing", "twisted.test", "twisted.trial", "treq.testing", "tests")
+        broken = [
+            f"{path.relative_to(PACKAGE.parent)} imports {name}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for name in importsOf(path)
+            if name and (name in testing or name.startswith(tuple(t + "." for t in testing)))
+        ]
+        self.assertEqual(broken, [])
+
+    def test_privateModulesStayInTheirPackage(self):
+        """A C{_module} of a package is imported only from inside that package."""
+        broken = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            package = ".".join(path.relative_to(PACKAGE.parent).parts[:-1])
+            for name in importsOf(path):
+                parts = (name or "").split(".")
+                private = next((i for i, part in enumerate(parts) if part.startswith("_") and part != "__future__"), None)
+                if parts[0] == "rocketd" and private is not None and package != ".".join(parts[:private]):
+                    broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])

@@ -257,3 +257,29 @@ class LogLevelTests(OptionsTestCase):
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(sorted(port for port, _, _, _ in reactor.tcpServers), [9180, 9182])
+
+    def test_twistdWithoutItsObserverFactory(self):
+        """
+        Under a twistd that does not make its observer as rocketd expects
+        (a private method of its logger), the application keeps twistd's
+        own observer (every level written) and a warning says so.
+        """
+        import twisted.scripts.twistd
+        from twisted.logger import globalLogPublisher
+
+        class Runner:
+            class loggerFactory:
+                def __init__(self, options):
+                    pass
+
+        self.patch(twisted.scripts.twistd, "_SomeApplicationRunner", Runner)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = self.twistdService("--log-level", "error")
+        application = Application("rocketd")
+        service.setServiceParent(application)
+        self.assertIsNone(application.getComponent(ILogObserver, None))
+        self.assertIn(
+            "This twistd does not let rocketd filter its logs by level.", [e.get("log_format") for e in events]
+        )

@@ -23,7 +23,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from rocketd.app import Rocketd
 from rocketd.config import Config, ConfigError, loadConfig
-from rocketd.webrocket._origins import OriginPolicy, normaliseOrigin, parseOrigins
+from rocketd.webrocket.origins import OriginPolicy, normaliseOrigin, parseOrigins
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT, Frontend
 from tests.support import MOON, serverFrames, temporaryDirectory, webrocketSetUp
@@ -172,6 +172,43 @@ class PingTests(ProtocolTestCase):
         self.assertFalse(transport.disconnecting)
         self.clock.advance(30)
         self.assertTrue(transport.disconnecting)
+
+
+class TimerCheckTests(ProtocolTestCase):
+    """
+    The check, once at import, that autobahn takes the injected clock's
+    timer (a private attribute of its factory), and the fallback.
+    """
+
+    def test_autobahnTakesTheTimer(self):
+        from rocketd.webrocket import frontend
+
+        self.assertTrue(frontend.AUTOBAHN_TIMER)
+        factory = self.frontend().factory()
+        self.assertIsInstance(factory._batched_timer, frontend.ClockTimer)
+
+    def test_aFactoryWithoutItFailsTheCheck(self):
+        from autobahn.twisted.websocket import WebSocketServerFactory
+
+        from rocketd.webrocket.frontend import autobahnTakesTimer
+
+        class Other(WebSocketServerFactory):
+            def __init__(self, *args, **kwargs):
+                WebSocketServerFactory.__init__(self, *args, **kwargs)
+                del self._batched_timer
+
+        self.assertFalse(autobahnTakesTimer(Other))
+
+    def test_fallback(self):
+        """Without it, the factory keeps autobahn's own timer, with a warning, and still serves."""
+        from rocketd.webrocket import frontend
+
+        self.patch(frontend, "AUTOBAHN_TIMER", False)
+        with capturedLogs() as events:
+            factory = self.frontend().factory()
+        self.assertNotIsInstance(factory._batched_timer, frontend.ClockTimer)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertIn("autobahn", formatEvent(events[0]))
 
 
 class OverflowTests(ProtocolTestCase):

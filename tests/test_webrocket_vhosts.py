@@ -5,32 +5,13 @@ import os
 import re
 import stat
 
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from rocketd.errors import Conflict, Forbidden, InvalidArgument, InvalidName, NoSuchResource
 from rocketd.webrocket import vhosts as vhostsModule
 from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost, VhostRegistry, checkPath
-from tests.support import temporaryDirectory
-
-
-
-
-class DomainRecorder:
-    """Records the domain operations the registry asks of the engine."""
-
-    def __init__(self):
-        self.domains = set()
-
-    def createDomain(self, name, title=""):
-        self.domains.add(name)
-        return succeed(name)
-
-    def deleteDomain(self, name):
-        self.domains.discard(name)
-        return succeed(None)
-
+from tests.support import DomainRecorder, temporaryDirectory
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 

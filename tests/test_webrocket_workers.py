@@ -4,13 +4,10 @@ engine (round-robin, filters, backlog, clean-up) and the event framing.
 """
 
 import json
-import shutil
-import tempfile
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
-from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from rocketd.engine.memory import MemoryEngine
@@ -21,16 +18,10 @@ from rocketd.webrocket.workers import (
     formatTriggeredEvent,
     triggeredEventMessage,
 )
+from tests.support import temporaryDirectory
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
-
-
-def temporaryDirectory(testCase):
-    """A fresh directory removed after the test (also under pytest, which does not chdir)."""
-    path = tempfile.mkdtemp(prefix="rocketd-webrocket-")
-    testCase.addCleanup(shutil.rmtree, path, True)
-    return FilePath(path)
 
 class FakeStream:
     """Has the shape of L{rocketd.http.sse.SSEStream} that a worker uses."""
@@ -138,6 +129,22 @@ class WorkerPoolTests(TestCase):
             self.trigger("chat", "e%d" % i)
         self.assertEqual(a.names(), ["chat/e0", "chat/e2"])
         self.assertEqual(b.names(), ["chat/e1", "chat/e3"])
+
+    def test_failedAttachment(self):
+        """
+        A worker whose attachment fails is cleaned up; the failure goes to
+        the caller, and only there (nothing logged as unhandled).
+        """
+        from twisted.internet.defer import fail
+
+        from rocketd.errors import LimitReached
+
+        domain = self.successResultOf(self.engine.getDomain("moon"))
+        self.patch(domain, "createPipe", lambda **kwargs: fail(LimitReached("No more pipes.")))
+        with capturedLogs() as events:
+            self.failureResultOf(self.pool.connect("/moon", ".*", FakeStream()), LimitReached)
+        self.assertEqual(self.pool.listWorkers("/moon"), [])
+        self.assertEqual([e for e in events if e.get("log_level") != LogLevel.debug], [])
 
     def test_filtersAreAnchored(self):
         _, chat = self.connect("chat/.*")

@@ -11,13 +11,59 @@ transport has nothing buffered, and hands Twisted only what the socket
 did not take (or everything, on any error: Twisted's own write path then
 deals with it). The transport's state, its producer and its buffer
 accounting stay Twisted's.
+
+Both functions read and write private attributes of Twisted's
+C{FileDescriptor} (C{_tempDataBuffer}, C{_tempDataLen},
+C{_writeDisconnected}). L{BUFFER_PRIVATES} says, once at import, whether
+this Twisted keeps its write buffer in them as expected
+(L{buffersAsExpected}); if not, L{directWriter} returns
+C{transport.write} and L{sendBuffered} does nothing: the bytes then
+leave at the reactor's next writable event, as for any transport.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from twisted.internet import tcp
+from twisted.internet import abstract, tcp
+
+
+class _NoReactor:
+    """A reactor that registers nothing, for L{buffersAsExpected}'s probe."""
+
+    def addWriter(self, writer):
+        pass
+
+    def removeWriter(self, writer):
+        pass
+
+
+def buffersAsExpected(descriptorClass=abstract.FileDescriptor) -> bool:
+    """
+    Check that a Twisted file descriptor buffers a write as this module
+    expects: the bytes appended to C{_tempDataBuffer}, counted in
+    C{_tempDataLen}, with C{_writeDisconnected} false.
+
+    @param descriptorClass: the class to check (Twisted's by default).
+    @return: whether it does.
+    """
+    try:
+        probe = descriptorClass(reactor=_NoReactor())
+        probe.connected = True
+        probe.write(b"probe")
+        return (
+            probe._tempDataBuffer == [b"probe"]
+            and probe._tempDataLen == 5
+            and probe._writeDisconnected is False
+            and probe.dataBuffer == b""
+        )
+    except Exception:
+        return False
+
+
+#: Whether this Twisted buffers writes as L{buffersAsExpected} checks (so
+#: whether writes may go to the socket directly); checked once, at import.
+BUFFER_PRIVATES = buffersAsExpected()
 
 
 def directWriter(transport) -> Callable[[bytes], None]:
@@ -25,9 +71,10 @@ def directWriter(transport) -> Callable[[bytes], None]:
     @param transport: a connected transport.
     @return: a function that writes bytes to it: straight to the socket
         when C{transport} is a plain TCP connection with nothing waiting
-        in its buffer, through C{transport.write} otherwise.
+        in its buffer, through C{transport.write} otherwise (and always
+        when not L{BUFFER_PRIVATES}).
     """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+    if not BUFFER_PRIVATES or not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return transport.write
     sock = transport.socket
     fallback = transport.write
@@ -63,7 +110,7 @@ def sendBuffered(transport) -> None:
     unsent, no producer paused and no close pending is touched; anything
     else, a short send or an error leaves the rest to Twisted.
     """
-    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
+    if not BUFFER_PRIVATES or not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False):
         return
     if (
         not transport._tempDataLen

@@ -18,6 +18,13 @@ sending, so keeping the connection for another request is not an option).
 
 Its connections are L{rocketd.http.connections.HeadDeadlineChannel}s: a
 request head that takes longer than C{headTimeout} is answered with 408.
+Answering before the body is in needs the request line, which twisted.web
+keeps on its C{HTTPChannel} (C{_command}, C{_path}, C{_version}, private)
+until the body is in, and the chunked body's decoder
+(C{_transferDecoder}). L{CHANNEL_PRIVATES} says, once at import, whether
+this Twisted has them (L{channelShowsRequestLine}); if not, a refused body
+is discarded as it arrives and the 413 is answered once it is all in,
+when twisted.web hands the request line over (C{requestReceived}).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Callable, Optional, Tuple
 
+from twisted.internet.address import IPv4Address
 from twisted.logger import Logger
-from twisted.web.http import datetimeToString
+from twisted.web import http
+from twisted.web.http import HTTPChannel, datetimeToString
 from twisted.web.server import Request, Site, version
 
 from rocketd.http.connections import EVICT_AFTER, WaitingHeads, headDeadlineProtocol
@@ -46,6 +55,69 @@ def plainTooLarge(request) -> TooLargeAnswer:
 
 def _discard(*args) -> None:
     """Swallow whatever the channel still hands over."""
+
+
+class _ProbeTransport:
+    """Just enough of a transport for L{channelShowsRequestLine}'s probe."""
+
+    disconnecting = False
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", 0)
+
+    getHost = getPeer
+
+    def write(self, data):
+        pass
+
+    def writeSequence(self, data):
+        pass
+
+    def loseConnection(self):
+        pass
+
+    def registerProducer(self, producer, streaming):
+        pass
+
+    def unregisterProducer(self):
+        pass
+
+
+def channelShowsRequestLine(channelClass=HTTPChannel) -> bool:
+    """
+    Check that when a request's C{gotLength} is called, its channel holds
+    the request line (C{_command}, C{_path}, C{_version}) and a chunked
+    body's decoder (C{_transferDecoder}, with C{dataCallback} and
+    C{finishCallback}), as L{BoundedRequest} expects.
+
+    @param channelClass: the channel class to check (Twisted's by default).
+    @return: whether it does.
+    """
+    seen = []
+
+    class Probe(http.Request):
+        def gotLength(self, length):
+            channel = self.channel
+            decoder = channel._transferDecoder
+            seen.append(
+                (channel._command, channel._path, channel._version, decoder.dataCallback, decoder.finishCallback)
+            )
+            self.content = BytesIO()
+
+    try:
+        channel = channelClass()
+        channel.requestFactory = Probe
+        channel.transport = _ProbeTransport()
+        channel.dataReceived(b"POST /probe?q HTTP/1.1\r\nHost: probe\r\nTransfer-Encoding: chunked\r\n\r\n")
+        channel.connectionLost(None)
+    except Exception:
+        return False
+    return len(seen) == 1 and seen[0][:3] == (b"POST", b"/probe?q", b"HTTP/1.1") and all(map(callable, seen[0][3:]))
+
+
+#: Whether this twisted.web shows a request's line before its body is in
+#: (see L{channelShowsRequestLine}); checked once, at import.
+CHANNEL_PRIVATES = channelShowsRequestLine()
 
 
 class BoundedRequest(Request):
@@ -104,30 +176,42 @@ class BoundedRequest(Request):
     def requestReceived(self, command, path, version):
         """The whole request is in: dispatch it, unless it was refused."""
         if self.refused:
+            if not CHANNEL_PRIVATES and not self.finished:
+                # The discarded body is all in: answer now.
+                self.method, self.uri, self.clientproto = command, path, version
+                self._answerTooLarge()
             return
         Request.requestReceived(self, command, path, version)
 
     def _refuse(self):
         """
         Answer 413 now, before the body is in, and make the channel drop the
-        rest of this connection's input.
+        rest of this connection's input. (Without L{CHANNEL_PRIVATES}, only
+        mark the request refused: its body is dropped as it arrives, and
+        L{requestReceived} answers.)
         """
         self.refused = True
-        channel = self.channel
-        # requestReceived has not run yet; the request line is on the channel.
-        self.method = getattr(channel, "_command", self.method)
-        self.uri = getattr(channel, "_path", self.uri)
-        self.clientproto = getattr(channel, "_version", self.clientproto)
-        self.path = self.uri.split(b"?", 1)[0]
         # No "100 Continue" after the final answer.
         self.requestHeaders.removeHeader(b"Expect")
+        if not CHANNEL_PRIVATES:
+            return
+        channel = self.channel
+        # requestReceived has not run yet; the request line is on the channel.
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
         # The body decoder may still be looping over buffered input: make it
-        # hand the rest (and the end of the body) to nobody, then ignore
-        # whatever else arrives on this connection.
-        decoder = getattr(channel, "_transferDecoder", None)
+        # hand the rest (and the end of the body) to nobody.
+        decoder = channel._transferDecoder
         if decoder is not None:
             decoder.dataCallback = _discard
             decoder.finishCallback = _discard
+        self._answerTooLarge()
+
+    def _answerTooLarge(self):
+        """Answer 413 and ignore whatever else arrives on this connection."""
+        channel = self.channel
+        self.path = self.uri.split(b"?", 1)[0]
         channel.dataReceived = _discard
         channel.persistent = False
 

@@ -41,9 +41,11 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from json.encoder import encode_basestring
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 from lxml import etree
+
+from rocketd.http.strictjson import rejectConstant
 
 #: The namespace of the documents rocketd writes.
 NAMESPACE = "http://www.imatix.com/schema/restms"
@@ -94,10 +96,6 @@ class Element:
     def findAll(self, tag: str) -> List["Element"]:
         """@return: every child with that tag, in order."""
         return [child for child in self.children if child.tag == tag]
-
-    def iterChildren(self) -> Iterator["Element"]:
-        """@return: an iterator over the children."""
-        return iter(self.children)
 
 
 class CodecError(ValueError):
@@ -225,13 +223,16 @@ def _fromXML(node, tag: str, depth: int) -> Element:
 # XML output
 
 _XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
-# Characters XML 1.0 cannot carry at all: written as U+FFFD.
-_INVALID = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
-_INVALID_CHARS = re.compile(f"[{_INVALID}]")
+#: Characters XML 1.0 cannot carry at all (C0 controls but tab, LF and CR;
+#: surrogates; U+FFFE, U+FFFF), as a regular expression's character set;
+#: written as U+FFFD.
+XML_INVALID = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
+#: Finds a character of L{XML_INVALID}.
+XML_INVALID_CHARS = re.compile(f"[{XML_INVALID}]")
 # Attribute values keep tabs and line ends as character references, or a
 # parser would normalise them to spaces.
-_ATTR_SPECIAL = re.compile(f'[&<>"\t\n\r{_INVALID}]')
-_TEXT_SPECIAL = re.compile(f"[&<>\r{_INVALID}]")
+_ATTR_SPECIAL = re.compile(f'[&<>"\t\n\r{XML_INVALID}]')
+_TEXT_SPECIAL = re.compile(f"[&<>\r{XML_INVALID}]")
 _ESCAPES = {
     "&": "&amp;",
     "<": "&lt;",
@@ -314,10 +315,6 @@ def renderXML(root: Element) -> bytes:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
 
-def _refuseConstant(name: str):
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def parseJSON(data: Union[bytes, str]) -> Element:
     """
     Read a JSON RestMS document (see the module docstring for the mapping).
@@ -334,7 +331,7 @@ def parseJSON(data: Union[bytes, str]) -> Element:
         XML cannot carry, or nesting deeper than L{MAX_DEPTH}.
     """
     try:
-        document = json.loads(data, parse_constant=_refuseConstant)
+        document = json.loads(data, parse_constant=rejectConstant)
     except RecursionError:
         raise CodecError("The document is nested too deeply.") from None
     except ValueError as e:
@@ -352,7 +349,7 @@ def parseJSON(data: Union[bytes, str]) -> Element:
 def _string(name: str, value) -> str:
     """A JSON scalar as an attribute or text string."""
     if isinstance(value, str):
-        if _INVALID_CHARS.search(value) is not None:
+        if XML_INVALID_CHARS.search(value) is not None:
             raise CodecError(f'The value of "{name}" holds a character XML cannot carry.')
         return value
     if value is True:
@@ -455,20 +452,6 @@ def parseDocument(data: bytes, kind: str) -> Element:
         return parseXML(data)
     if kind == "json":
         return parseJSON(data)
-    raise ValueError(f"unknown document kind {kind!r}")
-
-
-def renderDocument(root: Element, kind: str) -> bytes:
-    """
-    Write a document in the given representation.
-
-    @param kind: C{"xml"} or C{"json"} (see L{responseKind}).
-    @raise ValueError: C{kind} is neither.
-    """
-    if kind == "xml":
-        return renderXML(root)
-    if kind == "json":
-        return renderJSON(root)
     raise ValueError(f"unknown document kind {kind!r}")
 
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from rocketd.engine.message import PROPERTY_NAMES, Content
 from rocketd.restms._errors import badRequest
 from rocketd.restms._uris import Reference, domainPath, feedPath, parseReference, resourcePath
-from rocketd.restms.codec import Element, renderJSON, renderXML
+from rocketd.restms.codec import XML_INVALID_CHARS, Element, renderJSON, renderXML
 
 #: The encoder of each representation.
 RENDERERS = {"xml": renderXML, "json": renderJSON}
@@ -159,9 +159,8 @@ def contentElement(content, base: str) -> Element:
 #: Contents up to this many bytes are delivered inline as well as by href.
 INLINE_LIMIT = 16384
 
-# Characters XML 1.0 can't carry (C0 controls but tab, LF and CR;
-# surrogates; U+FFFE, U+FFFF): a content holding one goes out as base64.
-_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# A content holding a character XML 1.0 can't carry goes out as base64.
+_NOT_XML_TEXT = XML_INVALID_CHARS
 
 # Markers are drawn per process, so that no client can write one into a
 # message: "@{nonce}h@" (the held message's URI), "@{nonce}b@" (the base

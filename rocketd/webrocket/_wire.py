@@ -16,6 +16,8 @@ from typing import Optional, Tuple
 from autobahn.websocket.protocol import PreparedMessage
 
 from rocketd.engine.message import Content, Message
+from rocketd.http.strictjson import encodeCompact as encodeJSON
+from rocketd.http.strictjson import rejectConstant
 
 #: The key of a channel message's WebSocket frame in L{Message.cache}
 #: (the value is the frame's bytes, or None for a message that is not a
@@ -58,15 +60,6 @@ class FrontendError(Exception):
         self.code = code
 
 
-def _rejectConstant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-def encodeJSON(document) -> bytes:
-    """@return: C{document} as compact UTF-8 JSON (no NaN, no Infinity)."""
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 def textFrame(payload: bytes) -> bytes:
     """@return: the bytes of one server-to-client WebSocket text frame carrying C{payload}."""
     return PreparedMessage(payload, False, False, True).payloadHybi
@@ -94,7 +87,7 @@ def parseClientFrame(payload, isBinary: bool) -> Tuple[str, dict]:
     if isBinary:
         raise FrontendError(BAD_REQUEST)
     try:
-        document = json.loads(payload, parse_constant=_rejectConstant)
+        document = json.loads(payload, parse_constant=rejectConstant)
     except (ValueError, RecursionError, TypeError):
         raise FrontendError(BAD_REQUEST)
     if not isinstance(document, dict) or len(document) != 1:
@@ -122,11 +115,6 @@ def channelMessage(event: str, body: dict, origin: str) -> Message:
     )
     message.cache[WS_FRAME] = textFrame(content)
     return message
-
-
-def isBroadcast(message: Message) -> bool:
-    """Whether a browser published C{message} (hidden subscribers don't receive those)."""
-    return message.headers.get(ORIGIN_HEADER) == BROADCAST
 
 
 def notBroadcast(message: Message) -> bool:
@@ -160,7 +148,7 @@ def channelFrame(message: Message) -> Optional[bytes]:
         if content.type.split(";", 1)[0].strip().lower() == "application/json":
             try:
                 # Text frames are UTF-8: other encodings of JSON are refused.
-                document = json.loads(content.body.decode("utf-8"), parse_constant=_rejectConstant)
+                document = json.loads(content.body.decode("utf-8"), parse_constant=rejectConstant)
             except (ValueError, RecursionError, TypeError):
                 document = None
             if isinstance(document, dict) and len(document) == 1:

@@ -40,6 +40,7 @@ from rocketd.errors import (
     NoSuchResource,
 )
 from rocketd.http.sse import Heartbeat, SSEStream
+from rocketd.http.strictjson import rejectConstant
 from rocketd.interfaces import DEFAULT_FEED
 from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
 from rocketd.webrocket.tokens import TokenStore, anchoredPattern
@@ -96,12 +97,8 @@ def channelEventMessage(channel: str, event: str, data: Optional[dict]) -> Messa
     return message
 
 
-def _rejectConstant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
 #: One decoder for every request body (json.loads with an option builds one per call).
-_DECODER = json.JSONDecoder(parse_constant=_rejectConstant)
+_DECODER = json.JSONDecoder(parse_constant=rejectConstant)
 
 
 def _readTrigger(body: bytes, shape: str) -> dict:

@@ -36,7 +36,7 @@ from rocketd.errors import EngineError, InvalidName, NoSuchResource
 from rocketd.http.coalesce import Coalescer
 from rocketd.http.directwrite import directWriter
 from rocketd.webrocket._fanout import ChannelFans
-from rocketd.webrocket._origins import OriginPolicy
+from rocketd.webrocket.origins import OriginPolicy
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket._presence import ChannelKey, Presence
 from rocketd.webrocket._session import CLOSE_POLICY_VIOLATION, Session, Subscription
@@ -68,6 +68,29 @@ class ClockTimer:
         return _Call(self._clock.callLater(delay, func, *args, **kwargs))
 
 
+def autobahnTakesTimer(factoryClass=WebSocketServerFactory) -> bool:
+    """
+    Check that a WebSocket factory keeps the timer its protocols schedule
+    with (handshake, ping and close timeouts) in C{_batched_timer}, a
+    private attribute of autobahn's, which L{FrontendFactory} replaces
+    with a L{ClockTimer}.
+
+    @param factoryClass: the factory class to check (autobahn's by default).
+    @return: whether it does.
+    """
+    try:
+        factory = factoryClass(reactor=object())
+    except Exception:
+        return False
+    return callable(getattr(getattr(factory, "_batched_timer", None), "call_later", None))
+
+
+#: Whether this autobahn takes an injected timer (L{autobahnTakesTimer});
+#: checked once, at import. If not, its timers run on its own (txaio's,
+#: the global reactor's: the daemon's reactor, but not a test's clock).
+AUTOBAHN_TIMER = autobahnTakesTimer()
+
+
 class _Call:
     """A delayed call whose C{cancel} may be called after it ran."""
 
@@ -92,7 +115,7 @@ class Frontend:
     @param clock: the reactor: time, and the WebSocket timers.
     @param sendQueue: the most bytes waiting for one slow connection.
     @param allowedOrigins: the origins whose pages may connect (see
-        L{rocketd.webrocket._origins}).
+        L{rocketd.webrocket.origins}).
     @param pingInterval: seconds between pings of an idle connection (and
         how long its pong may take); 0 disables pings.
     @param maxMessage: the largest client message accepted, in bytes.
@@ -400,7 +423,10 @@ class FrontendFactory(WebSocketServerFactory):
     def __init__(self, frontend: Frontend):
         WebSocketServerFactory.__init__(self, server="rocketd", reactor=frontend.clock)
         self.frontend = frontend
-        self._batched_timer = ClockTimer(frontend.clock)
+        if AUTOBAHN_TIMER:
+            self._batched_timer = ClockTimer(frontend.clock)
+        else:
+            frontend.log.warn("This autobahn does not take rocketd's clock: WebSocket timeouts use its own.")
         ping = frontend.pingInterval or 0
         self.setProtocolOptions(
             maxMessagePayloadSize=frontend.maxMessage,

@@ -17,7 +17,6 @@ is published again to the rotator feed, for another worker or the backlog.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Dict, List, Optional
 
@@ -28,6 +27,7 @@ from rocketd.engine.message import Content, Message
 from rocketd.errors import InvalidArgument, NoSuchResource
 from rocketd.http.pipestream import PipeStream
 from rocketd.http.sse import encodeEvent
+from rocketd.http.strictjson import encodeCompact
 from rocketd.webrocket.tokens import anchoredPattern
 from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
 
@@ -75,7 +75,7 @@ def triggeredEventMessage(
     if uid is not None:
         payload["uid"] = uid
     try:
-        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = encodeCompact(payload)
     except (TypeError, ValueError) as e:
         raise InvalidArgument(f"The event data can't be written as JSON: {e}.") from e
     return Message(
@@ -116,6 +116,21 @@ def _copyMessage(message: Message) -> Message:
     )
     copy.cache.update(message.cache)
     return copy
+
+
+def _settled(d: Deferred) -> Deferred:
+    """
+    @return: a Deferred firing with None once C{d} has fired, whatever
+        with; C{d}'s result stays with C{d}'s own callbacks.
+    """
+    settled = Deferred()
+
+    def fired(result):
+        settled.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return settled
 
 
 class Worker:
@@ -217,11 +232,9 @@ class Worker:
         requeued = 0
         if self._attaching is not None:
             # Let a half-done attachment finish, so that nothing it creates
-            # is left behind.
-            try:
-                yield self._attaching
-            except Exception:
-                pass
+            # is left behind. Its outcome is its caller's (connect answers
+            # with its failure): wait for it without taking it.
+            yield _settled(self._attaching)
         try:
             if self._join is not None:
                 yield self._join.delete()
