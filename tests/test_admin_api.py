@@ -397,6 +397,16 @@ class AdminAPITests(TestCase):
         self.assertError(self.request("PATCH", "/vhosts/moon"), 405)
         self.assertIsNotNone(self.vhosts.get("/moon"))
 
+    def test_engineErrorsByTheOneTable(self):
+        """Each engine error is answered with the status of rocketd.http.errors, its sentence as JSON."""
+        from rocketd.http.errors import STATUSES
+
+        self.request("POST", "/vhosts/moon")
+        for kind, status in STATUSES:
+            self.backend.listChannels = lambda vhost, kind=kind: fail(kind("It went wrong."))
+            code, headers, body = self.request("GET", "/vhosts/moon/channels")
+            self.assertEqual((code, body), (status, {"error": "It went wrong."}))
+
     def test_unknownPath(self):
         """Paths outside the API are 404 as JSON."""
         for path in ("/", "/nothing", "/vhosts/moon/"):

@@ -49,8 +49,22 @@ class LayeringTests(TestCase):
                         broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
         self.assertEqual(broken, [])
 
+    def test_httpKnowsOnlyTheEngineErrors(self):
+        """
+        Of the project, L{rocketd.http} imports only itself and
+        L{rocketd.errors} (the one table of statuses maps those errors).
+        """
+        broken = []
+        for path in sorted((PACKAGE / "http").rglob("*.py")):
+            for name in importsOf(path):
+                if name and (name == "rocketd" or name.startswith("rocketd.")):
+                    if name != "rocketd.errors" and not name.startswith("rocketd.http"):
+                        broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
     def test_theCheckSeesImports(self):
         """The walker finds the imports it is meant to police (so the rule above can fail)."""
         names = set(importsOf(PACKAGE / "app.py"))
         self.assertIn("rocketd.http.guard", names)
+        self.assertIn("rocketd.errors", set(importsOf(PACKAGE / "http" / "errors.py")))
         self.assertTrue(any(n.startswith("rocketd.restms") for n in names))

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 
+from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -150,6 +151,16 @@ class AuthenticationTests(BackendTestCase):
         self.assertEqual(exchange.headers[b"allow"], b"GET, POST, DELETE")
         self.assertError(self.request(b"POST", b"/moon/token"), 405)
         self.assertError(self.request(b"GET", b"/moon/channels/x/events"), 405)
+
+    def test_engineErrorsByTheOneTable(self):
+        """Each engine error is answered with the status of rocketd.http.errors, its sentence as JSON."""
+        from rocketd.http.errors import STATUSES
+
+        for kind, status in STATUSES:
+            self.app.listChannels = lambda vhost, kind=kind: fail(kind("It went wrong."))
+            exchange = self.request(b"GET", b"/moon/channels")
+            self.assertEqual((exchange.status, exchange.json()), (status, {"error": "It went wrong."}))
+            self.assertEqual(exchange.headers[b"content-type"], b"application/json")
 
 
 class ChannelTests(BackendTestCase):

@@ -15,7 +15,10 @@ C{token}, C{events}), so the vhost is everything before the first of them:
     /:vhost                           the WebSocket frontend (upgrade requests)
 
 Checks come in this order: unknown vhost (404), credentials (401), then the
-request (405, 400, 404). Every error has a JSON body C{{"error": "..."}}.
+request (405, 400, 404). Every error has a JSON body C{{"error": "..."}},
+with the status L{rocketd.http.errors} gives an engine error. The routes
+are the table L{_ROUTES}; the hot one (firing an event) is dispatched
+before the table is read.
 """
 
 from __future__ import annotations
@@ -31,14 +34,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from rocketd.engine.message import Content, Message
-from rocketd.errors import (
-    Conflict,
-    EngineError,
-    Forbidden,
-    InvalidArgument,
-    InvalidName,
-    NoSuchResource,
-)
+from rocketd.errors import EngineError, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.http.errors import HTTPError, answerOf
 from rocketd.http.sse import SSEStream
 from rocketd.interfaces import DEFAULT_FEED
 from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
@@ -377,30 +374,6 @@ class BackendApp:
 # -- HTTP ------------------------------------------------------------------------
 
 
-class _HTTPError(Exception):
-    def __init__(self, code: int, message: str, headers=()):
-        Exception.__init__(self, message)
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
-_ENGINE_STATUS = (
-    (NoSuchResource, 404),
-    (InvalidName, 400),
-    (InvalidArgument, 400),
-    (Conflict, 409),
-    (Forbidden, 403),
-)
-
-
-def _statusOf(error: EngineError) -> int:
-    for kind, code in _ENGINE_STATUS:
-        if isinstance(error, kind):
-            return code
-    return 500
-
-
 def _splitPath(path: bytes):
     """
     @return: C{(vhostPath, rest)}: the vhost path (str) and the list of
@@ -425,7 +398,7 @@ def _queryArgument(request, name: bytes, default: str) -> str:
     try:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
-        raise _HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
+        raise HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
 
 
 def _isUpgrade(request) -> bool:
@@ -434,8 +407,35 @@ def _isUpgrade(request) -> bool:
     return upgrade is not None and upgrade.strip().lower() == b"websocket"
 
 
+#: Stands for the channel name in a route's shape.
+_CHANNEL = object()
+
+#: The routes after a vhost path: the shape of the segments (a channel name
+#: is L{_CHANNEL}) to the methods allowed, each with its handler's name, in
+#: the order the C{Allow} header of a 405 lists them. The hot route (POST
+#: .../channels/NAME/events) is also dispatched before this table is read.
+_ROUTES = {
+    ("channels",): {b"GET": "_listChannels"},
+    ("channels", _CHANNEL): {b"GET": "_getChannel", b"POST": "_openChannel", b"DELETE": "_closeChannel"},
+    ("channels", _CHANNEL, "events"): {b"POST": "_fire"},
+    ("token",): {b"GET": "_token"},
+    ("events",): {b"GET": "_events", b"POST": "_triggerWorkers"},
+}
+
+
+def _shape(rest):
+    """The key of L{_ROUTES} for the segments after a vhost path."""
+    if len(rest) >= 2 and rest[0] == "channels":
+        return ("channels", _CHANNEL, *rest[2:])
+    return tuple(rest)
+
+
 class BackendResource(Resource):
-    """The backend API's HTTP resource: a leaf that routes on the full path."""
+    """
+    The backend API's HTTP resource: a leaf that routes on the full path,
+    with the route table L{_ROUTES} (see C{docs/architecture.md} for why
+    this is not a Klein app).
+    """
 
     isLeaf = True
     log = Logger()
@@ -462,10 +462,12 @@ class BackendResource(Resource):
     def _failed(self, failure, request):
         """@return: the C{(code, jsonBody, headers)} answering C{failure}."""
         e = failure.value
-        if isinstance(e, _HTTPError):
-            return (e.code, {"error": e.message}, e.headers)
+        answer = answerOf(e)
+        if answer is not None:
+            status, sentence, headers = answer
+            return (status, {"error": sentence}, headers)
         if isinstance(e, EngineError):
-            return (_statusOf(e), {"error": e.message}, ())
+            return (500, {"error": e.message}, ())
         self.log.failure("backend API request {method} {path} failed", failure, method=request.method, path=request.path)
         return (500, {"error": "The server failed to answer this request."}, ())
 
@@ -493,61 +495,51 @@ class BackendResource(Resource):
         vhost = app.vhosts.get(vhostPath) if vhostPath is not None else None
         if vhost is None:
             shown = vhostPath if vhostPath is not None else "in this request"
-            raise _HTTPError(404, f"There is no vhost {shown}.")
+            raise HTTPError(404, f"There is no vhost {shown}.")
         if not rest:
-            raise _HTTPError(404, f"{vhost.path} is a vhost: browsers connect to it with a WebSocket.")
+            raise HTTPError(404, f"{vhost.path} is a vhost: browsers connect to it with a WebSocket.")
         if request.getUser() != BACKEND_USER or not app.vhosts.checkToken(vhost.path, request.getPassword()):
-            raise _HTTPError(
+            raise HTTPError(
                 401,
                 f"Authenticate with user 'wr' and the access token of {vhost.path}.",
                 [(b"WWW-Authenticate", b'Basic realm="' + REALM + b'"')],
             )
         method = request.method
-        if rest == ["channels"]:
-            self._allow(request, b"GET")
-            return self._listChannels(vhost)
-        if len(rest) == 2 and rest[0] == "channels":
-            self._allow(request, b"GET", b"POST", b"DELETE")
-            return self._channel(method, vhost, rest[1])
-        if len(rest) == 3 and rest[0] == "channels" and rest[2] == "events":
-            self._allow(request, b"POST")
+        # The hot route, straight to its handler.
+        if method == b"POST" and len(rest) == 3 and rest[2] == "events" and rest[0] == "channels":
             return self._fire(request, vhost, rest[1])
-        if rest == ["token"]:
-            self._allow(request, b"GET")
-            return self._token(request, vhost)
-        if rest == ["events"]:
-            self._allow(request, b"GET", b"POST")
-            if method == b"POST":
-                return self._triggerWorkers(request, vhost)
-            return self._events(request, vhost)
-        raise _HTTPError(404, f"There is no resource {request.path.decode('ascii', 'replace')}.")
-
-    @staticmethod
-    def _allow(request, *methods):
-        if request.method not in methods:
-            raise _HTTPError(
+        methods = _ROUTES.get(_shape(rest))
+        if methods is None:
+            raise HTTPError(404, f"There is no resource {request.path.decode('ascii', 'replace')}.")
+        handler = methods.get(method)
+        if handler is None:
+            raise HTTPError(
                 405,
-                f"This resource does not allow {request.method.decode('ascii', 'replace')}.",
+                f"This resource does not allow {method.decode('ascii', 'replace')}.",
                 [(b"Allow", b", ".join(methods))],
             )
+        if len(rest) >= 2:
+            return getattr(self, handler)(request, vhost, rest[1])
+        return getattr(self, handler)(request, vhost)
 
-    def _listChannels(self, vhost):
+    def _listChannels(self, request, vhost):
         d = self._app.listChannels(vhost)
         d.addCallback(lambda channels: (200, {"channels": channels}, ()))
         return d
 
-    def _channel(self, method, vhost, name):
-        app = self._app
-        if method == b"GET":
-            d = app.getChannel(vhost, name)
-            d.addCallback(lambda channel: (200, channel, ()))
-            return d
-        if method == b"POST":
-            d = app.openChannel(vhost, name)
-            # The name is valid (so ASCII) once the channel is open.
-            d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
-            return d
-        d = app.closeChannel(vhost, name)
+    def _getChannel(self, request, vhost, name):
+        d = self._app.getChannel(vhost, name)
+        d.addCallback(lambda channel: (200, channel, ()))
+        return d
+
+    def _openChannel(self, request, vhost, name):
+        d = self._app.openChannel(vhost, name)
+        # The name is valid (so ASCII) once the channel is open.
+        d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
+        return d
+
+    def _closeChannel(self, request, vhost, name):
+        d = self._app.closeChannel(vhost, name)
         d.addCallback(lambda _: (202, {}, ()))
         return d
 
