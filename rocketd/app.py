@@ -20,6 +20,7 @@ from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
 from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
+from rocketd.http.paths import RESTMS, faceOf
 
 log = Logger()
 
@@ -49,14 +50,14 @@ class RootResource(Resource):
 
 def _tooLargeBody(request):
     """The 413 answer: plain text for RestMS, a JSON error elsewhere."""
-    if request.path.startswith(b"/restms"):
+    if faceOf(request.path) == RESTMS:
         return (b"text/plain; charset=utf-8", b"The request body is larger than the server accepts.\n")
     return (b"application/json", b'{"error": "The request body is larger than the server accepts."}')
 
 
 def _internalError(request):
     """The last-resort 500: plain text for RestMS, a JSON error elsewhere."""
-    if request.path.startswith(b"/restms"):
+    if faceOf(request.path) == RESTMS:
         return (b"text/plain; charset=utf-8", INTERNAL_ERROR.encode("utf-8") + b"\n")
     return _jsonInternalError(request)
 

@@ -27,8 +27,8 @@ C{{"name", "subscribers"}}, a worker C{{"id", "filter", "connected"}}
 Since vhost paths have any number of segments, C{/vhosts/a/channels/b}
 names channel C{b} of vhost C{/a} when C{/a} exists; the vhost that matches
 the most segments wins. Creating a vhost whose path has one of the segments
-of L{RESERVED_SEGMENTS} is refused, so that no vhost path can be read two
-ways.
+of L{rocketd.http.paths.RESERVED_SEGMENTS} is refused, so that no vhost
+path can be read two ways.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from rocketd.errors import EngineError, InvalidName, NoSuchResource
 from rocketd.http.errors import HTTPError, answerOf
+from rocketd.http.paths import ADMIN_WORDS, reservedSegments
 
 #: The request header that carries the admin cookie.
 COOKIE_HEADER = b"X-Rocketd-Cookie"
@@ -55,10 +56,6 @@ COOKIE_HEADER = b"X-Rocketd-Cookie"
 COOKIE_BYTES = 32
 #: An existing cookie shorter than this is not trusted and is replaced.
 MIN_COOKIE_LENGTH = 32
-#: Path segments that address a vhost's parts in this API or in the backend
-#: API, and so may not be in the path of a vhost created here (compared
-#: case-insensitively).
-RESERVED_SEGMENTS = frozenset(["channels", "token", "workers", "events"])
 
 _log = Logger()
 
@@ -171,7 +168,7 @@ def _parseRemainder(segments: List[str]) -> Optional[Tuple[str, Optional[str]]]:
     """
     if not segments:
         return ("vhost", None)
-    if len(segments) == 1 and segments[0] in ("token", "channels", "workers"):
+    if len(segments) == 1 and segments[0] in ADMIN_WORDS:
         return (segments[0], None)
     if len(segments) == 2 and segments[0] == "channels":
         return ("channel", segments[1])
@@ -255,7 +252,7 @@ class AdminApp:
     @staticmethod
     def _missing(segments: List[str]) -> NoSuchResource:
         """The 404 for a path that names no existing vhost."""
-        if len(segments) > 1 and segments[-1] in ("token", "channels", "workers"):
+        if len(segments) > 1 and segments[-1] in ADMIN_WORDS:
             segments = segments[:-1]
         elif len(segments) > 2 and segments[-2] == "channels":
             segments = segments[:-2]
@@ -294,7 +291,7 @@ class AdminApp:
     async def _addVhost(self, request, segments):
         if len(segments) > 2 and segments[-2] == "channels":
             raise self._missing(segments)
-        reserved = sorted(RESERVED_SEGMENTS.intersection(s.lower() for s in segments))
+        reserved = reservedSegments(segments)
         if reserved:
             raise InvalidName(
                 "A vhost path may not have a segment named %s." % (" or ".join(repr(r) for r in reserved),)

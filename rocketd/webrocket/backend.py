@@ -4,7 +4,8 @@ workers' event stream, over HTTP on the main listener.
 
 Request paths are C{/:vhost/...} where a vhost path has any number of
 segments; no vhost segment can be one of the API's words (C{channels},
-C{token}, C{events}), so the vhost is everything before the first of them:
+C{token}, C{events}: L{rocketd.http.paths.BACKEND_WORDS}), so the vhost is
+everything before the first of them:
 
     /:vhost/channels                  GET list
     /:vhost/channels/:name            POST open, DELETE close, GET one
@@ -36,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET
 from rocketd.engine.message import Content, Message
 from rocketd.errors import EngineError, InvalidArgument, InvalidName, NoSuchResource
 from rocketd.http.errors import HTTPError, answerOf
+from rocketd.http.paths import BACKEND_WORDS
 from rocketd.http.sse import SSEStream
 from rocketd.interfaces import DEFAULT_FEED
 from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
@@ -51,8 +53,6 @@ MAX_CHANNEL_NAME = 128
 BACKEND_USER = b"wr"
 #: The realm announced with a 401.
 REALM = b"rocketd"
-#: The words of the API that follow a vhost path.
-_WORDS = ("channels", "token", "events")
 
 
 def checkChannelName(name: str) -> None:
@@ -386,7 +386,7 @@ def _splitPath(path: bytes):
     if len(segments) > 1 and segments[-1] == "":
         segments.pop()
     for i, segment in enumerate(segments):
-        if segment in _WORDS:
+        if segment in BACKEND_WORDS:
             return "/" + "/".join(segments[:i]), segments[i:]
     return "/" + "/".join(segments), []
 
