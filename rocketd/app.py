@@ -106,7 +106,10 @@ class Rocketd:
         fallback = None
         try:
             from rocketd.webrocket.backend import BackendApp
+            from rocketd.webrocket.channels import Channels
+            from rocketd.webrocket.tokens import TokenStore
             from rocketd.webrocket.vhosts import VhostRegistry
+            from rocketd.webrocket.workers import WorkerPool
         except ImportError:
             BackendApp = None
         if BackendApp is not None:
@@ -117,27 +120,33 @@ class Rocketd:
                 clock=reactor,
                 declared=config.vhosts,
             )
-            backend = BackendApp(
+            # The WebRocket face's parts, each shared by the faces that use it.
+            channels = Channels(self.engine, self.vhosts)
+            workers = WorkerPool(
                 self.engine,
                 self.vhosts,
-                clock=reactor,
-                tokenTTL=config.token_ttl,
-                heartbeat=config.heartbeat,
-                eventBacklog=config.event_backlog,
-                eventBacklogAge=config.event_backlog_age,
+                reactor,
+                backlog=config.event_backlog,
+                backlogAge=config.event_backlog_age,
             )
+            tokens = TokenStore(reactor, config.token_ttl)
+            self.vhosts.addObserver(tokens.vhostChanged)
+            backend = BackendApp(self.vhosts, channels, tokens, workers, clock=reactor, heartbeat=config.heartbeat)
             from rocketd.webrocket.frontend import Frontend
 
             self.frontend = Frontend(
-                self.engine,
                 self.vhosts,
-                backend,
+                channels,
+                tokens,
+                workers,
                 clock=reactor,
                 sendQueue=config.send_queue,
                 allowedOrigins=config.allowed_origins,
                 pingInterval=config.ping_interval,
                 maxMessage=config.max_body,
             )
+            channels.addClosedObserver(self.frontend.channelClosed)
+            channels.addSubscriberCounter(self.frontend.browsersOn)
             fallback = backend.resource(websocket=self.frontend.resource())
             try:
                 from rocketd.admin.api import AdminApp, ensureCookie
@@ -145,7 +154,9 @@ class Rocketd:
                 AdminApp = None
             if AdminApp is not None:
                 cookie = ensureCookie(stateDir.child("admin.cookie"))
-                self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
+                self.admin = AdminApp(
+                    self.vhosts, channels, workers, self.frontend.slowClientsClosed, cookie
+                ).resource()
         root = RootResource(fallback)
         root.putChild(b"restms", self.restms.resource())
         from rocketd.webrocket.frontend import staticResource

@@ -18,7 +18,7 @@ from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
 from rocketd.http.guard import GuardedSite
-from tests.support import BAD_HOSTS, exchange, parseResponse, temporaryDirectory
+from tests.support import BAD_HOSTS, exchange, parseResponse, temporaryDirectory, webrocketFrontend, webrocketSetUp
 
 COOKIE = "c0" * 32
 
@@ -54,7 +54,11 @@ def makeRegistry(case, declared=None):
 
 
 class FakeBackend:
-    """Follows the admin methods of L{rocketd.webrocket.backend.BackendApp}."""
+    """
+    Follows what the admin API uses of the WebRocket face: the channels
+    (L{rocketd.webrocket.channels.Channels}), the worker pool's
+    C{listWorkers} and the frontend's C{slowClientsClosed}.
+    """
 
     def __init__(self):
         self.channels = {}  # vhost path -> {name: subscribers}
@@ -84,8 +88,13 @@ class FakeBackend:
     def listWorkers(self, vhost):
         return list(self.workers.get(vhost.path, []))
 
-    def slowClientsClosed(self, vhost):
-        return self.slowClients.get(vhost.path, 0)
+    def slowClientsClosed(self, path):
+        return self.slowClients.get(path, 0)
+
+
+def fakeAdminApp(vhosts, backend, cookie):
+    """An L{AdminApp} on a L{FakeBackend}."""
+    return AdminApp(vhosts, backend, backend, backend.slowClientsClosed, cookie)
 
 
 class EnsureCookieTests(TestCase):
@@ -142,7 +151,7 @@ class EnsureCookieTests(TestCase):
 
     def test_emptyCookieRefused(self):
         """The app never runs with an empty cookie (an empty header would match)."""
-        self.assertRaises(ValueError, AdminApp, makeRegistry(self), None, FakeBackend(), "")
+        self.assertRaises(ValueError, fakeAdminApp, makeRegistry(self), FakeBackend(), "")
 
 
 class AdminAPITests(TestCase):
@@ -151,7 +160,7 @@ class AdminAPITests(TestCase):
     def setUp(self):
         self.vhosts = makeRegistry(self, declared={"/fixed": "f" * 40})
         self.backend = FakeBackend()
-        self.adminResource = AdminApp(self.vhosts, object(), self.backend, COOKIE).resource()
+        self.adminResource = fakeAdminApp(self.vhosts, self.backend, COOKIE).resource()
         self.stub = StubTreq(self.adminResource)
 
     def request(self, method, path, cookie=COOKIE):
@@ -428,15 +437,11 @@ class AdminAPIWithTheWebRocketFaceTests(TestCase):
     """
 
     def setUp(self):
-        from rocketd.engine.memory import MemoryEngine
-        from rocketd.webrocket.backend import BackendApp
-
-        clock = Clock()
-        self.engine = MemoryEngine(clock=clock)
-        self.vhosts = VhostRegistry(self.engine, temporaryDirectory(self).child("vhosts.json"), clock=clock)
-        self.successResultOf(self.vhosts.load())
-        self.backend = BackendApp(self.engine, self.vhosts, clock=clock)
-        self.stub = StubTreq(AdminApp(self.vhosts, self.engine, self.backend, COOKIE).resource())
+        webrocketSetUp(self, declared={})
+        frontend = webrocketFrontend(self)
+        self.stub = StubTreq(
+            AdminApp(self.vhosts, self.channels, self.workers, frontend.slowClientsClosed, COOKIE).resource()
+        )
 
     request = AdminAPITests.request
 

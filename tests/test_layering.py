@@ -62,6 +62,28 @@ class LayeringTests(TestCase):
                         broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
         self.assertEqual(broken, [])
 
+    def test_webrocketPartsAreWiredNotImported(self):
+        """
+        In the WebRocket face, the backend API and the WebSocket frontend
+        (with its sessions) never import each other, and the parts they
+        share (channels, tokens, workers, vhosts) import neither: the
+        composition root wires them.
+        """
+        apis = {
+            "backend": ("rocketd.webrocket.frontend", "rocketd.webrocket._session"),
+            "frontend": ("rocketd.webrocket.backend",),
+            "_session": ("rocketd.webrocket.backend", "rocketd.webrocket.frontend"),
+        }
+        for part in ("channels", "tokens", "workers", "vhosts"):
+            apis[part] = ("rocketd.webrocket.backend", "rocketd.webrocket.frontend", "rocketd.webrocket._session")
+        broken = []
+        for module, forbidden in apis.items():
+            path = PACKAGE / "webrocket" / f"{module}.py"
+            for name in importsOf(path):
+                if name and name.startswith(forbidden):
+                    broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
     def test_theCheckSeesImports(self):
         """The walker finds the imports it is meant to police (so the rule above can fail)."""
         names = set(importsOf(PACKAGE / "app.py"))

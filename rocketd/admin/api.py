@@ -209,22 +209,25 @@ class AdminApp:
     The admin HTTP API.
 
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
-    @param engine: the L{rocketd.interfaces.IEngine} (kept for extensions;
-        the registry and the backend own every change).
-    @param backend: the L{rocketd.webrocket.backend.BackendApp}, for the
-        channels and workers of a vhost.
+    @param channels: the L{rocketd.webrocket.channels.Channels}.
+    @param workers: the L{rocketd.webrocket.workers.WorkerPool} (its
+        C{listWorkers}).
+    @param slowClientsClosed: C{callable(vhost path) -> int}: how many
+        WebSocket clients of the vhost were closed because they read too
+        slowly (L{rocketd.webrocket.frontend.Frontend.slowClientsClosed}).
     @param cookie: the admin secret (from L{ensureCookie}).
     """
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, vhosts, engine, backend, cookie: str):
+    def __init__(self, vhosts, channels, workers, slowClientsClosed, cookie: str):
         if not cookie:
             raise ValueError("the admin cookie must not be empty")
         self._vhosts = vhosts
-        self._engine = engine
-        self._backend = backend
+        self._channels = channels
+        self._workers = workers
+        self._slowClientsClosed = slowClientsClosed
         self._cookie = cookie
 
     def resource(self) -> Resource:
@@ -302,10 +305,10 @@ class AdminApp:
         return _jsonBody(request, 201, _vhostJSON(vhost))
 
     async def _get_vhost(self, request, vhost, name):
-        channels = await self._backend.listChannels(vhost)
+        channels = await self._channels.listChannels(vhost)
         body = _vhostJSON(vhost)
         body["channels"] = len(channels)
-        body["slowClientsClosed"] = self._backend.slowClientsClosed(vhost)
+        body["slowClientsClosed"] = self._slowClientsClosed(vhost.path)
         return _jsonBody(request, 200, body)
 
     async def _delete_vhost(self, request, vhost, name):
@@ -319,15 +322,15 @@ class AdminApp:
         return _jsonBody(request, 200, _vhostJSON(vhost))
 
     async def _get_channels(self, request, vhost, name):
-        channels = await self._backend.listChannels(vhost)
+        channels = await self._channels.listChannels(vhost)
         return _jsonBody(request, 200, {"channels": [_channelJSON(c) for c in channels]})
 
     async def _delete_channels(self, request, vhost, name):
-        channels = await self._backend.listChannels(vhost)
+        channels = await self._channels.listChannels(vhost)
         closed = []
         for channel in channels:
             try:
-                await self._backend.closeChannel(vhost, channel["name"])
+                await self._channels.closeChannel(vhost, channel["name"])
             except NoSuchResource:
                 continue  # closed meanwhile
             closed.append(channel["name"])
@@ -335,7 +338,7 @@ class AdminApp:
         return _jsonBody(request, 200, {"deleted": closed})
 
     async def _findChannel(self, vhost, name):
-        for channel in (await self._backend.listChannels(vhost)):
+        for channel in (await self._channels.listChannels(vhost)):
             if channel["name"] == name:
                 return channel
         return None
@@ -348,7 +351,7 @@ class AdminApp:
 
     async def _post_channel(self, request, vhost, name):
         existing = await self._findChannel(vhost, name)
-        await self._backend.openChannel(vhost, name)
+        await self._channels.openChannel(vhost, name)
         if existing is not None:
             return _jsonBody(request, 200, _channelJSON(existing))
         self.log.info("Admin API: opened channel {name} in vhost {path}", name=name, path=vhost.path)
@@ -356,12 +359,12 @@ class AdminApp:
         return _jsonBody(request, 201, {"name": name, "subscribers": 0})
 
     async def _delete_channel(self, request, vhost, name):
-        await self._backend.closeChannel(vhost, name)
+        await self._channels.closeChannel(vhost, name)
         self.log.info("Admin API: closed channel {name} in vhost {path}", name=name, path=vhost.path)
         return _jsonBody(request, 200, {"name": name, "deleted": True})
 
     async def _get_workers(self, request, vhost, name):
-        workers = self._backend.listWorkers(vhost)
+        workers = self._workers.listWorkers(vhost)
         return _jsonBody(
             request,
             200,

@@ -25,72 +25,25 @@ before the table is read.
 from __future__ import annotations
 
 import json
-import re
 from typing import Optional
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rocketd.engine.message import Content, Message
-from rocketd.errors import EngineError, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.errors import EngineError, InvalidArgument, InvalidName
 from rocketd.http.errors import HTTPError, answerOf
 from rocketd.http.paths import BACKEND_WORDS
 from rocketd.http.sse import SSEStream
-from rocketd.interfaces import DEFAULT_FEED
-from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
-from rocketd.webrocket.tokens import TokenStore, anchoredPattern
-from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
-from rocketd.webrocket.workers import WorkerPool
+from rocketd.webrocket.channels import checkChannelName
+from rocketd.webrocket.tokens import anchoredPattern
 
-#: A channel name.
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: The longest channel name.
-MAX_CHANNEL_NAME = 128
 #: The HTTP Basic user of the backend API.
 BACKEND_USER = b"wr"
 #: The realm announced with a 401.
 REALM = b"rocketd"
-
-
-def checkChannelName(name: str) -> None:
-    """
-    @raise InvalidName: unless C{name} is a valid channel name (which also
-        excludes the names the engine reserves: C{default}, C{amq.*}).
-    """
-    if not isinstance(name, str) or len(name) > MAX_CHANNEL_NAME or not CHANNEL_NAME.fullmatch(name):
-        raise InvalidName(
-            f"{name!r} is not a valid channel name: it must be 1 to {MAX_CHANNEL_NAME} letters, digits, "
-            "'_', '.' or '-', and not start with '.' or '-'."
-        )
-    if name == DEFAULT_FEED or name.startswith("amq."):
-        raise InvalidName(f"The channel name {name!r} is reserved.")
-
-
-def channelEventMessage(channel: str, event: str, data: Optional[dict]) -> Message:
-    """
-    The message of an event fired on a channel: address = the event name,
-    one C{application/json} content C{{"<event>": {...data, "channel":
-    "<channel>"}}}, the bytes every subscriber receives as they are.
-
-    @raise InvalidArgument: empty or reserved event name, data not an object.
-    """
-    if not isinstance(event, str) or not event:
-        raise InvalidArgument("The trigger's 'event' must be a non-empty string.")
-    if event.startswith(":"):
-        raise InvalidArgument("Event names starting with ':' are reserved for the server.")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidArgument("The trigger's 'data' must be an object.")
-    body = encodeJSON({event: {**data, "channel": channel}})
-    message = Message(address=event, contents=(Content("application/json", body),))
-    # Its WebSocket frame, built here where the body is known to be one
-    # event (the frontend would otherwise parse the body again to check).
-    message.cache[WS_FRAME] = textFrame(body)
-    return message
 
 
 def _rejectConstant(name):
@@ -150,52 +103,28 @@ def parseWorkerTrigger(body: bytes):
 
 class BackendApp:
     """
-    The WebRocket face's server side: the backend API, and the channel,
-    worker and token operations the admin API and the WebSocket frontend
-    share.
+    The WebRocket backend API over the parts it serves: the channels, the
+    browser tokens and the worker pool, each built and shared by the
+    composition root (L{rocketd.app}) with the WebSocket frontend and the
+    admin API.
 
-    @param engine: the L{rocketd.interfaces.IEngine}.
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
+    @param channels: the L{rocketd.webrocket.channels.Channels}.
+    @param tokens: the L{rocketd.webrocket.tokens.TokenStore} of browser tokens.
+    @param workers: the L{rocketd.webrocket.workers.WorkerPool}.
     @param clock: an L{IReactorTime}.
-    @param tokenTTL: how long a browser token is valid, in seconds.
     @param heartbeat: seconds between two heartbeats of the event stream.
-    @param eventBacklog: how many triggered events may wait for a worker, per vhost.
-    @param eventBacklogAge: how many seconds a triggered event may wait.
-
-    @ivar tokens: the L{TokenStore} of browser tokens.
-    @ivar workers: the L{WorkerPool}.
-    @ivar channelClosedObservers: callables C{(vhost, name)} called after a
-        channel is closed (the WebSocket frontend tells its subscribers).
-    @ivar subscriberCounters: callables C{(feed)} answering how many
-        subscribers of a channel's feed are not joins onto it (the
-        WebSocket frontend's browsers).
-    @ivar slowClientCounters: callables C{(vhost path)} answering how many
-        WebSocket clients of the vhost were closed because their send
-        queue was full (the WebSocket frontend).
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        engine,
-        vhosts,
-        clock,
-        tokenTTL: float = 3600.0,
-        heartbeat: float = 15.0,
-        eventBacklog: int = 1000,
-        eventBacklogAge: float = 300.0,
-    ):
-        self.engine = engine
+    def __init__(self, vhosts, channels, tokens, workers, clock, heartbeat: float = 15.0):
         self.vhosts = vhosts
+        self.channels = channels
+        self.tokens = tokens
+        self.workers = workers
         self.clock = clock
         self.heartbeat = heartbeat
-        self.tokens = TokenStore(clock, tokenTTL)
-        self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
-        self.channelClosedObservers = []
-        self.subscriberCounters = []
-        self.slowClientCounters = []
-        vhosts.addObserver(self._vhostChanged)
 
     def resource(self, websocket: Optional[Resource] = None) -> Resource:
         """
@@ -207,166 +136,11 @@ class BackendApp:
         """
         return BackendResource(self, websocket)
 
-    def _vhostChanged(self, event: str, vhost: Vhost) -> None:
-        if event in (DELETED, TOKEN_CHANGED):
-            self.tokens.discardVhost(vhost.path)
-
-    # -- channels ------------------------------------------------------------
-
-    def _channelFeed(self, vhost, name):
-        """
-        @return: Deferred firing with the channel's fanout feed; fails with
-            L{NoSuchResource} if the vhost or the channel does not exist.
-        """
-        # Plain callbacks (no generator): this runs on every fired event.
-        try:
-            vhost = self.vhosts.resolve(vhost)
-            d = self.engine.getDomain(vhost.domain)
-        except Exception:
-            return fail()
-
-        def noFeed(failure):
-            failure.trap(NoSuchResource)
-            return None
-
-        def check(feed):
-            if feed is None or feed.type != "fanout" or feed.isDefault:
-                raise NoSuchResource(f"There is no channel {name} in {vhost.path}.")
-            return feed
-
-        def getFeed(domain):
-            try:
-                return domain.getFeed(name).addErrback(noFeed)
-            except NoSuchResource:
-                return None
-
-        d.addCallback(getFeed)
-        d.addCallback(check)
-        return d
-
-    def _describe(self, feed):
-        """A channel's description: its name, its subscribers (RestMS pipes' joins and browsers)."""
-        d = feed.listJoins()
-        d.addCallback(
-            lambda joins: {
-                "name": feed.name,
-                "subscribers": len(joins) + sum(count(feed) for count in self.subscriberCounters),
-            }
-        )
-        return d
-
-    def openChannel(self, vhost, name: str) -> Deferred:
-        """
-        Open a channel (a public fanout feed of that name in the vhost's
-        domain); opening one that is open changes nothing.
-
-        @param vhost: a L{Vhost} or a vhost path.
-        @return: Deferred firing with True if the channel was created, False
-            if it existed; fails with L{InvalidName}, L{NoSuchResource}
-            (unknown vhost) or L{Conflict} (a feed of another type has that
-            name).
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-            checkChannelName(name)
-        except EngineError:
-            return fail()
-        d = self.engine.getDomain(vhost.domain)
-        d.addCallback(lambda domain: domain.createFeed(name, "fanout", title=f"WebRocket channel {name}"))
-        d.addCallback(lambda result: result[1])
-        return d
-
-    def closeChannel(self, vhost, name: str) -> Deferred:
-        """
-        Close a channel: delete its feed, so every subscriber's join goes.
-
-        @return: Deferred firing with None; fails with L{NoSuchResource}
-            for an unknown vhost or channel.
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-        except EngineError:
-            return fail()
-        d = self._channelFeed(vhost, name)
-        d.addCallback(lambda feed: feed.delete())
-        d.addCallback(lambda _: self._channelClosed(vhost, name))
-        return d
-
-    def _channelClosed(self, vhost, name):
-        for observer in list(self.channelClosedObservers):
-            try:
-                observer(vhost, name)
-            except Exception:
-                self.log.failure("channel-closed observer failed for {channel}", channel=name)
-
-    def getChannel(self, vhost, name: str) -> Deferred:
-        """
-        @return: Deferred firing with C{{"name": str, "subscribers": int}};
-            fails with L{NoSuchResource} for an unknown vhost or channel.
-        """
-        d = self._channelFeed(vhost, name)
-        d.addCallback(self._describe)
-        return d
-
-    def listChannels(self, vhost) -> Deferred:
-        """
-        @return: Deferred firing with the vhost's channels, by name, as
-            C{{"name": str, "subscribers": int}}; fails with
-            L{NoSuchResource} for an unknown vhost.
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-        except EngineError:
-            return fail()
-        d = self.engine.getDomain(vhost.domain)
-        d.addCallback(lambda domain: domain.listFeeds())
-        d.addCallback(
-            lambda feeds: gatherResults(
-                [self._describe(f) for f in feeds if f.type == "fanout" and not f.isDefault and f.name],
-                consumeErrors=True,
-            )
-        )
-        d.addCallback(lambda channels: sorted(channels, key=lambda c: c["name"]))
-        return d
-
-    def fire(self, vhost, channel: str, event: str, data: Optional[dict]) -> Deferred:
-        """
-        Fire an event on a channel: every subscriber receives
-        C{{"<event>": {...data, "channel": "<channel>"}}}.
-
-        @return: Deferred firing with the number of subscribers reached;
-            fails with L{InvalidArgument} or L{NoSuchResource}.
-        """
-        try:
-            message = channelEventMessage(channel, event, data)
-        except (EngineError, ValueError, TypeError) as e:
-            return fail(e if isinstance(e, EngineError) else InvalidArgument(str(e)))
-        d = self._channelFeed(vhost, channel)
-        d.addCallback(lambda feed: feed.publish([message]))
-        return d
-
-    # -- workers and tokens ----------------------------------------------------
-
-    def listWorkers(self, vhost) -> list:
-        """
-        @return: the vhost's connected workers as C{{"id": str, "filter":
-            str, "connected": float}} (POSIX time), oldest first.
-        """
-        return self.workers.listWorkers(vhost)
-
-    def slowClientsClosed(self, vhost) -> int:
-        """
-        @return: how many WebSocket clients of the vhost were closed because
-            they read too slowly (their send queue was full), since the
-            daemon started.
-        """
-        path = self.vhosts.resolve(vhost).path
-        return sum(count(path) for count in self.slowClientCounters)
-
     def issueToken(self, vhost, uid: str, channels: str) -> str:
         """
         @return: a new single-use browser token for the vhost (128 hex).
         @raise InvalidArgument: empty uid, invalid expression.
+        @raise NoSuchResource: unknown vhost.
         """
         return self.tokens.issue(self.vhosts.resolve(vhost).path, uid, channels)
 
@@ -443,6 +217,7 @@ class BackendResource(Resource):
     def __init__(self, app: BackendApp, websocket: Optional[Resource] = None):
         Resource.__init__(self)
         self._app = app
+        self._channels = app.channels
         self._websocket = websocket
 
     def render(self, request):
@@ -523,23 +298,23 @@ class BackendResource(Resource):
         return getattr(self, handler)(request, vhost)
 
     def _listChannels(self, request, vhost):
-        d = self._app.listChannels(vhost)
+        d = self._app.channels.listChannels(vhost)
         d.addCallback(lambda channels: (200, {"channels": channels}, ()))
         return d
 
     def _getChannel(self, request, vhost, name):
-        d = self._app.getChannel(vhost, name)
+        d = self._app.channels.getChannel(vhost, name)
         d.addCallback(lambda channel: (200, channel, ()))
         return d
 
     def _openChannel(self, request, vhost, name):
-        d = self._app.openChannel(vhost, name)
+        d = self._app.channels.openChannel(vhost, name)
         # The name is valid (so ASCII) once the channel is open.
         d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
         return d
 
     def _closeChannel(self, request, vhost, name):
-        d = self._app.closeChannel(vhost, name)
+        d = self._app.channels.closeChannel(vhost, name)
         d.addCallback(lambda _: (202, {}, ()))
         return d
 
@@ -548,7 +323,7 @@ class BackendResource(Resource):
             event, data = parseTrigger(request.content.read() if request.content is not None else b"")
         except InvalidArgument as e:
             return fail(e)
-        d = self._app.fire(vhost, channel, event, data)
+        d = self._channels.fire(vhost, channel, event, data)
         d.addCallback(lambda _: (202, {}, ()))
         return d
 
