@@ -30,12 +30,16 @@ from rocketd.http.connections import (
     withBacklog,
 )
 from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
+from rocketd.http.paths import RESTMS, faceOf
 from rocketd.http.sse import Heartbeat
 from rocketd.interfaces import DEFAULT_DOMAIN
 from rocketd.restms.app import RestMSApp
 from rocketd.webrocket.backend import BACKEND_USER, BackendApp
+from rocketd.webrocket.channels import Channels
 from rocketd.webrocket.frontend import Frontend, staticResource
+from rocketd.webrocket.tokens import TokenStore
 from rocketd.webrocket.vhosts import VhostRegistry
+from rocketd.webrocket.workers import WorkerPool
 
 log = Logger()
 
@@ -91,14 +95,14 @@ class RootResource(Resource):
 
 def _tooLargeBody(request):
     """The 413 answer: plain text for RestMS, a JSON error elsewhere."""
-    if request.path.startswith(b"/restms"):
+    if faceOf(request.path) == RESTMS:
         return (b"text/plain; charset=utf-8", b"The request body is larger than the server accepts.\n")
     return (b"application/json", b'{"error": "The request body is larger than the server accepts."}')
 
 
 def _internalError(request):
     """The last-resort 500: plain text for RestMS, a JSON error elsewhere."""
-    if request.path.startswith(b"/restms"):
+    if faceOf(request.path) == RESTMS:
         return (b"text/plain; charset=utf-8", INTERNAL_ERROR.encode("utf-8") + b"\n")
     return _jsonInternalError(request)
 
@@ -116,6 +120,7 @@ class Rocketd:
     @ivar root: the main listener's resource.
     @ivar admin: the admin listener's resource.
     @ivar vhosts: the WebRocket vhost registry.
+    @ivar backend: the WebRocket backend API.
     @ivar frontend: the WebRocket frontend (browsers' WebSockets).
     @ivar heartbeat: the L{Heartbeat} of every event stream (one timer).
     @ivar coalescer: the L{Coalescer} of every stream that writes a turn's
@@ -152,19 +157,25 @@ class Rocketd:
             clock=reactor,
             declared=config.vhosts,
         )
-        backend = BackendApp(
+        # The WebRocket face's parts, each shared by the faces that use it.
+        channels = Channels(self.engine, self.vhosts)
+        workers = WorkerPool(
             self.engine,
             self.vhosts,
-            clock=reactor,
-            tokenTTL=config.token_ttl,
-            heartbeat=self.heartbeat,
-            eventBacklog=config.event_backlog,
-            eventBacklogAge=config.event_backlog_age,
+            reactor,
+            backlog=config.event_backlog,
+            backlogAge=config.event_backlog_age,
+        )
+        tokens = TokenStore(reactor, config.token_ttl)
+        self.vhosts.addObserver(tokens.vhostChanged)
+        self.backend = backend = BackendApp(
+            self.vhosts, channels, tokens, workers, clock=reactor, heartbeat=self.heartbeat
         )
         self.frontend = Frontend(
-            self.engine,
             self.vhosts,
-            backend,
+            channels,
+            tokens,
+            workers,
             clock=reactor,
             sendQueue=config.send_queue,
             allowedOrigins=config.allowed_origins,
@@ -172,8 +183,10 @@ class Rocketd:
             maxMessage=config.max_body,
             coalescer=self.coalescer,
         )
+        channels.addClosedObserver(self.frontend.channelClosed)
+        channels.addSubscriberCounter(self.frontend.browsersOn)
         cookie = ensureCookie(stateDir.child("admin.cookie"))
-        self.admin = AdminApp(self.vhosts, self.engine, backend, cookie).resource()
+        self.admin = AdminApp(self.vhosts, channels, workers, self.frontend.slowClientsClosed, cookie).resource()
         root = RootResource(backend.resource(websocket=self.frontend.resource()))
         root.putChild(b"restms", self.restms.resource())
         root.putChild(b"static", staticResource())

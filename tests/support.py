@@ -71,26 +71,62 @@ class DomainRecorder:
 MOON = "0123456789abcdef0123456789abcdef01234567"
 
 
-def webrocketSetUp(testCase) -> None:
+def webrocketSetUp(testCase, declared=None, tokenTTL=3600.0, heartbeat=15.0, eventBacklog=1000,
+                   eventBacklogAge=300.0) -> None:
     """
-    Give a test case a WebRocket backend on a Clock: C{clock}, C{engine},
-    C{vhosts} (with C{/moon} declared, token L{MOON}), C{moon} and
-    C{backend}.
+    Give a test case the WebRocket face's parts on a Clock, built and wired
+    as L{rocketd.app} does: C{clock}, C{engine}, C{vhosts} (with C{declared},
+    by default C{/moon} with token L{MOON}), C{moon}, C{channels},
+    C{workers}, C{tokens} and the C{backend} API over them.
     """
     from twisted.internet.task import Clock
 
     from rocketd.engine.memory import MemoryEngine
+    from rocketd.http.sse import Heartbeat
     from rocketd.webrocket.backend import BackendApp
+    from rocketd.webrocket.channels import Channels
+    from rocketd.webrocket.tokens import TokenStore
     from rocketd.webrocket.vhosts import VhostRegistry
+    from rocketd.webrocket.workers import WorkerPool
 
     testCase.clock = Clock()
     testCase.engine = MemoryEngine(testCase.clock)
     testCase.vhosts = VhostRegistry(
-        testCase.engine, temporaryDirectory(testCase).child("vhosts.json"), testCase.clock, declared={"/moon": MOON}
+        testCase.engine,
+        temporaryDirectory(testCase).child("vhosts.json"),
+        testCase.clock,
+        declared={"/moon": MOON} if declared is None else declared,
     )
     testCase.successResultOf(testCase.vhosts.load())
     testCase.moon = testCase.vhosts.get("/moon")
-    testCase.backend = BackendApp(testCase.engine, testCase.vhosts, testCase.clock)
+    testCase.channels = Channels(testCase.engine, testCase.vhosts)
+    testCase.workers = WorkerPool(
+        testCase.engine, testCase.vhosts, testCase.clock, backlog=eventBacklog, backlogAge=eventBacklogAge
+    )
+    testCase.tokens = TokenStore(testCase.clock, tokenTTL)
+    testCase.vhosts.addObserver(testCase.tokens.vhostChanged)
+    if not isinstance(heartbeat, Heartbeat):
+        heartbeat = Heartbeat(testCase.clock, heartbeat)
+    testCase.backend = BackendApp(
+        testCase.vhosts, testCase.channels, testCase.tokens, testCase.workers, testCase.clock, heartbeat=heartbeat
+    )
+
+
+def webrocketFrontend(testCase, **settings):
+    """
+    A WebSocket frontend on the parts L{webrocketSetUp} gave C{testCase},
+    wired to them as L{rocketd.app} wires it.
+
+    @param settings: passed to L{rocketd.webrocket.frontend.Frontend}.
+    """
+    from rocketd.webrocket.frontend import Frontend
+
+    frontend = Frontend(
+        testCase.vhosts, testCase.channels, testCase.tokens, testCase.workers, testCase.clock, **settings
+    )
+    testCase.channels.addClosedObserver(frontend.channelClosed)
+    testCase.channels.addSubscriberCounter(frontend.browsersOn)
+    return frontend
 
 
 class RecordingReactor:

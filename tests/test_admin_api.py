@@ -18,7 +18,15 @@ from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.errors import InvalidName, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
 from rocketd.http.guard import GuardedSite
-from tests.support import BAD_HOSTS, DomainRecorder, exchange, parseResponse, temporaryDirectory
+from tests.support import (
+    BAD_HOSTS,
+    DomainRecorder,
+    exchange,
+    parseResponse,
+    temporaryDirectory,
+    webrocketFrontend,
+    webrocketSetUp,
+)
 
 COOKIE = "c0" * 32
 
@@ -37,7 +45,11 @@ def makeRegistry(case, declared=None):
 
 
 class FakeBackend:
-    """Follows the admin methods of L{rocketd.webrocket.backend.BackendApp}."""
+    """
+    Follows what the admin API uses of the WebRocket face: the channels
+    (L{rocketd.webrocket.channels.Channels}), the worker pool's
+    C{listWorkers} and the frontend's C{slowClientsClosed}.
+    """
 
     def __init__(self):
         self.channels = {}  # vhost path -> {name: subscribers}
@@ -67,8 +79,13 @@ class FakeBackend:
     def listWorkers(self, vhost):
         return list(self.workers.get(vhost.path, []))
 
-    def slowClientsClosed(self, vhost):
-        return self.slowClients.get(vhost.path, 0)
+    def slowClientsClosed(self, path):
+        return self.slowClients.get(path, 0)
+
+
+def fakeAdminApp(vhosts, backend, cookie):
+    """An L{AdminApp} on a L{FakeBackend}."""
+    return AdminApp(vhosts, backend, backend, backend.slowClientsClosed, cookie)
 
 
 class EnsureCookieTests(TestCase):
@@ -125,7 +142,7 @@ class EnsureCookieTests(TestCase):
 
     def test_emptyCookieRefused(self):
         """The app never runs with an empty cookie (an empty header would match)."""
-        self.assertRaises(ValueError, AdminApp, makeRegistry(self), None, FakeBackend(), "")
+        self.assertRaises(ValueError, fakeAdminApp, makeRegistry(self), FakeBackend(), "")
 
 
 class AdminAPITests(TestCase):
@@ -134,7 +151,7 @@ class AdminAPITests(TestCase):
     def setUp(self):
         self.vhosts = makeRegistry(self, declared={"/fixed": "f" * 40})
         self.backend = FakeBackend()
-        self.adminResource = AdminApp(self.vhosts, object(), self.backend, COOKIE).resource()
+        self.adminResource = fakeAdminApp(self.vhosts, self.backend, COOKIE).resource()
         self.stub = StubTreq(self.adminResource)
 
     def request(self, method, path, cookie=COOKIE):
@@ -380,6 +397,16 @@ class AdminAPITests(TestCase):
         self.assertError(self.request("PATCH", "/vhosts/moon"), 405)
         self.assertIsNotNone(self.vhosts.get("/moon"))
 
+    def test_engineErrorsByTheOneTable(self):
+        """Each engine error is answered with the status of rocketd.http.errors, its sentence as JSON."""
+        from rocketd.http.errors import STATUSES
+
+        self.request("POST", "/vhosts/moon")
+        for kind, status in STATUSES:
+            self.backend.listChannels = lambda vhost, kind=kind: fail(kind("It went wrong."))
+            code, headers, body = self.request("GET", "/vhosts/moon/channels")
+            self.assertEqual((code, body), (status, {"error": "It went wrong."}))
+
     def test_unknownPath(self):
         """Paths outside the API are 404 as JSON."""
         for path in ("/", "/nothing", "/vhosts/moon/"):
@@ -401,15 +428,11 @@ class AdminAPIWithTheWebRocketFaceTests(TestCase):
     """
 
     def setUp(self):
-        from rocketd.engine.memory import MemoryEngine
-        from rocketd.webrocket.backend import BackendApp
-
-        clock = Clock()
-        self.engine = MemoryEngine(clock=clock)
-        self.vhosts = VhostRegistry(self.engine, temporaryDirectory(self).child("vhosts.json"), clock=clock)
-        self.successResultOf(self.vhosts.load())
-        self.backend = BackendApp(self.engine, self.vhosts, clock=clock)
-        self.stub = StubTreq(AdminApp(self.vhosts, self.engine, self.backend, COOKIE).resource())
+        webrocketSetUp(self, declared={})
+        frontend = webrocketFrontend(self)
+        self.stub = StubTreq(
+            AdminApp(self.vhosts, self.channels, self.workers, frontend.slowClientsClosed, COOKIE).resource()
+        )
 
     request = AdminAPITests.request
 

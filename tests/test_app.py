@@ -64,7 +64,7 @@ class RocketdSiteTests(TestCase):
         """
         rocketd = self.build(heartbeat=7.0)
         self.assertIs(rocketd.restms.heartbeat, rocketd.heartbeat)
-        self.assertIs(rocketd.frontend.backend.heartbeat, rocketd.heartbeat)
+        self.assertIs(rocketd.backend.heartbeat, rocketd.heartbeat)
         self.assertIs(rocketd.restms.coalescer, rocketd.coalescer)
         self.assertIs(rocketd.frontend.fans._coalescer, rocketd.coalescer)
         self.assertEqual((rocketd.heartbeat.clock, rocketd.heartbeat.interval), (rocketd.reactor, 7.0))

@@ -21,11 +21,12 @@ FORBIDDEN = {
     "admin": ("rocketd.restms", "rocketd.app", "rocketd.tap", "rocketd.config"),
 }
 
-#: package -> the only rocketd modules it may import (prefixes): the stream
+#: package -> the only rocketd modules it may import (prefixes): the
 #: plumbing both faces share imports no face, no engine (not even its
-#: interfaces or errors: it knows a pipe by duck type) and no entry point.
+#: interfaces: it knows a pipe by duck type; only the engine's errors, for
+#: the one table of statuses) and no entry point.
 ONLY = {
-    "http": ("rocketd.http.",),
+    "http": ("rocketd.http.", "rocketd.errors"),
 }
 
 
@@ -60,10 +61,46 @@ class LayeringTests(TestCase):
                         broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
         self.assertEqual(broken, [])
 
+    def test_httpKnowsOnlyTheEngineErrors(self):
+        """
+        Of the project, L{rocketd.http} imports only itself and
+        L{rocketd.errors} (the one table of statuses maps those errors).
+        """
+        broken = []
+        for path in sorted((PACKAGE / "http").rglob("*.py")):
+            for name in importsOf(path):
+                if name and (name == "rocketd" or name.startswith("rocketd.")):
+                    if name != "rocketd.errors" and not name.startswith("rocketd.http"):
+                        broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
+    def test_webrocketPartsAreWiredNotImported(self):
+        """
+        In the WebRocket face, the backend API and the WebSocket frontend
+        (with its sessions) never import each other, and the parts they
+        share (channels, tokens, workers, vhosts) import neither: the
+        composition root wires them.
+        """
+        apis = {
+            "backend": ("rocketd.webrocket.frontend", "rocketd.webrocket._session"),
+            "frontend": ("rocketd.webrocket.backend",),
+            "_session": ("rocketd.webrocket.backend", "rocketd.webrocket.frontend"),
+        }
+        for part in ("channels", "tokens", "workers", "vhosts"):
+            apis[part] = ("rocketd.webrocket.backend", "rocketd.webrocket.frontend", "rocketd.webrocket._session")
+        broken = []
+        for module, forbidden in apis.items():
+            path = PACKAGE / "webrocket" / f"{module}.py"
+            for name in importsOf(path):
+                if name and name.startswith(forbidden):
+                    broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
     def test_theCheckSeesImports(self):
         """The walker finds the imports it is meant to police (so the rule above can fail)."""
         names = set(importsOf(PACKAGE / "app.py"))
         self.assertIn("rocketd.http.guard", names)
+        self.assertIn("rocketd.errors", set(importsOf(PACKAGE / "http" / "errors.py")))
         self.assertTrue(any(n.startswith("rocketd.restms") for n in names))
         # The shared stream plumbing is checked, and the faces use it.
         self.assertIn("rocketd.http.directwrite", set(importsOf(PACKAGE / "http" / "sse.py")))

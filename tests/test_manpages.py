@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from rocketd.config import SECTIONS, VHOST_SECTION
 from rocketd.tap import Options
-from rocketd.webrocket.vhosts import RESERVED_PREFIXES, RESERVED_SEGMENTS
+from rocketd.http.paths import RESERVED_PREFIXES, RESERVED_SEGMENTS
 
 MAN = FilePath(__file__).parent().parent().child("man")
 

@@ -15,8 +15,8 @@ from treq.testing import StubTreq
 from twisted.trial.unittest import TestCase
 
 from rocketd.admin import cli
-from rocketd.admin.api import AdminApp, ensureCookie
-from tests.test_admin_api import FakeBackend, makeRegistry, temporaryDirectory
+from rocketd.admin.api import ensureCookie
+from tests.test_admin_api import FakeBackend, fakeAdminApp, makeRegistry, temporaryDirectory
 
 
 class StubOpener:
@@ -64,7 +64,7 @@ class RocketctlTests(TestCase):
         self.cookie = ensureCookie(self.stateDir.child("admin.cookie"))
         self.vhosts = makeRegistry(self, declared={"/fixed": "f" * 40})
         self.backend = FakeBackend()
-        self.opener = StubOpener(self, AdminApp(self.vhosts, object(), self.backend, self.cookie).resource())
+        self.opener = StubOpener(self, fakeAdminApp(self.vhosts, self.backend, self.cookie).resource())
         self.environ = {}
 
     def rocketctl(self, *argv, opener=None, stateDir=True):

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 
+from twisted.internet.defer import fail
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -16,12 +17,11 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
 from rocketd.app import RootResource
-from rocketd.engine.memory import MemoryEngine
 from rocketd.errors import InvalidArgument, InvalidName, NoSuchResource
-from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING, Heartbeat
-from rocketd.webrocket.backend import BackendApp, channelEventMessage, checkChannelName, parseTrigger
-from rocketd.webrocket.vhosts import VhostRegistry
-from tests.support import parseResponse, temporaryDirectory
+from rocketd.http.sse import COMMENT_OPEN, COMMENT_PING
+from rocketd.webrocket.backend import parseTrigger
+from rocketd.webrocket.channels import channelEventMessage, checkChannelName
+from tests.support import parseResponse, webrocketSetUp
 
 MOON = "0123456789abcdef0123456789abcdef01234567"
 CHAT = "fedcba9876543210fedcba9876543210fedcba98"
@@ -66,17 +66,9 @@ class Exchange:
 
 class BackendTestCase(TestCase):
     def setUp(self):
-        self.clock = Clock()
-        self.engine = MemoryEngine(self.clock)
-        self.vhosts = VhostRegistry(
-            self.engine,
-            temporaryDirectory(self).child("vhosts.json"),
-            self.clock,
-            declared={"/moon": MOON, "/apps/chat": CHAT},
-        )
-        self.successResultOf(self.vhosts.load())
-        self.app = BackendApp(self.engine, self.vhosts, self.clock, tokenTTL=60.0,
-                              heartbeat=Heartbeat(self.clock, 15.0), eventBacklog=10, eventBacklogAge=300.0)
+        webrocketSetUp(self, declared={"/moon": MOON, "/apps/chat": CHAT}, tokenTTL=60.0, heartbeat=15.0,
+                       eventBacklog=10, eventBacklogAge=300.0)
+        self.app = self.backend
         self.site = Site(RootResource(self.app.resource()), reactor=Clock())
 
     def request(self, method, path, token=MOON, user="wr", body=b"", headers=()):
@@ -151,6 +143,16 @@ class AuthenticationTests(BackendTestCase):
         self.assertError(self.request(b"POST", b"/moon/token"), 405)
         self.assertError(self.request(b"GET", b"/moon/channels/x/events"), 405)
 
+    def test_engineErrorsByTheOneTable(self):
+        """Each engine error is answered with the status of rocketd.http.errors, its sentence as JSON."""
+        from rocketd.http.errors import STATUSES
+
+        for kind, status in STATUSES:
+            self.channels.listChannels = lambda vhost, kind=kind: fail(kind("It went wrong."))
+            exchange = self.request(b"GET", b"/moon/channels")
+            self.assertEqual((exchange.status, exchange.json()), (status, {"error": "It went wrong."}))
+            self.assertEqual(exchange.headers[b"content-type"], b"application/json")
+
 
 class ChannelTests(BackendTestCase):
     def test_open(self):
@@ -209,7 +211,7 @@ class ChannelTests(BackendTestCase):
         self.request(b"POST", b"/moon/channels/asteroids")
         pipe = self.subscribe("moon", "asteroids")
         closed = []
-        self.app.channelClosedObservers.append(lambda vhost, name: closed.append((vhost.path, name)))
+        self.channels.addClosedObserver(lambda vhost, name: closed.append((vhost.path, name)))
         exchange = self.request(b"DELETE", b"/moon/channels/asteroids")
         self.assertEqual(exchange.status, 202)
         self.assertEqual(closed, [("/moon", "asteroids")])
@@ -220,14 +222,14 @@ class ChannelTests(BackendTestCase):
     def test_adminMethods(self):
         """The methods the admin API uses take a vhost or its path."""
         vhost = self.vhosts.get("/moon")
-        self.assertTrue(self.successResultOf(self.app.openChannel(vhost, "x")))
-        self.assertFalse(self.successResultOf(self.app.openChannel("/moon", "x")))
-        self.assertEqual(self.successResultOf(self.app.listChannels(vhost)), [{"name": "x", "subscribers": 0}])
-        self.failureResultOf(self.app.openChannel(vhost, "bad name"), InvalidName)
-        self.failureResultOf(self.app.openChannel("/venus", "x"), NoSuchResource)
-        self.successResultOf(self.app.closeChannel(vhost, "x"))
-        self.failureResultOf(self.app.closeChannel(vhost, "x"), NoSuchResource)
-        self.assertEqual(self.app.listWorkers(vhost), [])
+        self.assertTrue(self.successResultOf(self.channels.openChannel(vhost, "x")))
+        self.assertFalse(self.successResultOf(self.channels.openChannel("/moon", "x")))
+        self.assertEqual(self.successResultOf(self.channels.listChannels(vhost)), [{"name": "x", "subscribers": 0}])
+        self.failureResultOf(self.channels.openChannel(vhost, "bad name"), InvalidName)
+        self.failureResultOf(self.channels.openChannel("/venus", "x"), NoSuchResource)
+        self.successResultOf(self.channels.closeChannel(vhost, "x"))
+        self.failureResultOf(self.channels.closeChannel(vhost, "x"), NoSuchResource)
+        self.assertEqual(self.workers.listWorkers(vhost), [])
 
 
 class FireTests(BackendTestCase):
@@ -341,17 +343,17 @@ class EventStreamTests(BackendTestCase):
         for query in [b"?filter=(", b"?filter=%FF", b"?filter=" + b"a" * 2000]:
             exchange = self.stream(query)
             self.assertError(exchange, 400)
-        self.assertEqual(self.app.listWorkers("/moon"), [])
+        self.assertEqual(self.workers.listWorkers("/moon"), [])
 
     def test_disconnectCleansUp(self):
         """A worker that goes is removed, and what it held goes to the next one."""
         first = self.stream()
-        self.assertEqual(len(self.app.listWorkers("/moon")), 1)
+        self.assertEqual(len(self.workers.listWorkers("/moon")), 1)
         first.transport.producer.pauseProducing()  # its socket is full
         self.successResultOf(self.app.workers.trigger("/moon", "c", "e", {}, sid="s"))
         self.assertEqual(first.body, COMMENT_OPEN)
         first.disconnect()
-        self.assertEqual(self.app.listWorkers("/moon"), [])
+        self.assertEqual(self.workers.listWorkers("/moon"), [])
         # Its heartbeat stopped; only the backlog's expiry timer is left.
         self.assertEqual([c for c in self.clock.getDelayedCalls() if "LoopingCall" in repr(c)], [])
         second = self.stream()
@@ -371,7 +373,7 @@ class EventStreamTests(BackendTestCase):
         self.assertFalse(exchange.ended)
         self.successResultOf(self.vhosts.delete("/venus"))
         self.assertTrue(exchange.ended)
-        self.assertEqual(self.app.listWorkers("/venus"), [])
+        self.assertEqual(self.workers.listWorkers("/venus"), [])
 
     def test_triggerOverHTTP(self):
         """POST /:vhost/events (an extension) sends an event to the workers, like a browser's trigger."""

@@ -16,8 +16,7 @@ from rocketd.engine.message import Content, Message
 from rocketd.webrocket._presence import Member, Presence
 from rocketd.webrocket._session import MAX_PENDING, Subscription, channelKind
 from rocketd.webrocket._wire import channelFrame, errorFrame, parseClientFrame, FrontendError, textFrame
-from rocketd.webrocket.frontend import Frontend
-from tests.support import serverFrames, webrocketSetUp
+from tests.support import serverFrames, webrocketFrontend, webrocketSetUp
 
 
 
@@ -82,7 +81,7 @@ class FakeSink:
 class FrontendTestCase(TestCase):
     def setUp(self):
         webrocketSetUp(self)
-        self.frontend = Frontend(self.engine, self.vhosts, self.backend, self.clock)
+        self.frontend = webrocketFrontend(self)
 
     def connect(self):
         link = FakeLink(self.clock)
@@ -94,7 +93,7 @@ class FrontendTestCase(TestCase):
         session.received(json.dumps(document).encode("utf-8"), False)
 
     def open(self, name):
-        self.successResultOf(self.backend.openChannel(self.moon, name))
+        self.successResultOf(self.channels.openChannel(self.moon, name))
 
     def token(self, uid, channels=".*"):
         return self.backend.issueToken(self.moon, uid, channels)
@@ -128,7 +127,7 @@ class FrontendTestCase(TestCase):
         return sum(self.frontend.fans.sinks(self.successResultOf(domain.getFeed(n))) for n in names)
 
     def subscriberCount(self, name):
-        return self.successResultOf(self.backend.getChannel(self.moon, name))["subscribers"]
+        return self.successResultOf(self.channels.getChannel(self.moon, name))["subscribers"]
 
 
 class ConnectTests(FrontendTestCase):
@@ -227,7 +226,7 @@ class SubscribeTests(FrontendTestCase):
         session, link = self.subscribed("news")
         self.assertEqual(link.take(), [{":subscribed": {"channel": "news"}}])
         self.assertEqual(self.subscriberCount("news"), 1)
-        self.successResultOf(self.backend.fire(self.moon, "news", "hello", {"a": 1}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "hello", {"a": 1}))
         self.assertEqual(link.take(), [{"hello": {"a": 1, "channel": "news"}}])
 
     def test_sameFrameBytesForEverySubscriber(self):
@@ -236,7 +235,7 @@ class SubscribeTests(FrontendTestCase):
         links = [self.subscribed("news")[1] for _ in range(3)]
         for link in links:
             link.take()
-        self.successResultOf(self.backend.fire(self.moon, "news", "hello", {}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "hello", {}))
         self.clock.advance(0)
         frames = [link.frames for link in links]
         self.assertEqual([len(f) for f in frames], [1, 1, 1])
@@ -253,7 +252,7 @@ class SubscribeTests(FrontendTestCase):
         for link in links:
             link.take()
         for i in range(4):
-            self.successResultOf(self.backend.fire(self.moon, "news", f"e{i}", {}))
+            self.successResultOf(self.channels.fire(self.moon, "news", f"e{i}", {}))
         self.assertEqual([link.frames for link in links], [[], [], []])
         self.clock.advance(0)
         self.assertEqual([len(link.frames) for link in links], [1, 1, 1])
@@ -304,7 +303,7 @@ class SubscribeTests(FrontendTestCase):
         self.send(session, {"unsubscribe": {"channel": "news"}})
         self.assertEqual(link.take(), [{":unsubscribed": {"channel": "news"}}])
         self.assertEqual(self.sinks("news"), 0)
-        self.successResultOf(self.backend.fire(self.moon, "news", "hello", {}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "hello", {}))
         self.assertEqual(link.take(), [])
 
     def test_unsubscribeErrors(self):
@@ -388,7 +387,7 @@ class OrderingTests(FrontendTestCase):
 
         def attachThenFire(subscription, engine, feed):
             d = attach(subscription, engine, feed)
-            d.addCallback(lambda _: self.backend.fire(self.moon, "news", "early", {}))
+            d.addCallback(lambda _: self.channels.fire(self.moon, "news", "early", {}))
             d.addCallback(lambda _: None)
             return d
 
@@ -445,7 +444,7 @@ class BroadcastTests(FrontendTestCase):
         self.assertEqual(senderLink.take(), expected)
         self.assertEqual(otherLink.take(), expected)
         self.assertEqual(hiddenLink.take(), [])
-        self.successResultOf(self.backend.fire(self.moon, "news", "fired", {}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "fired", {}))
         self.assertEqual(hiddenLink.take(), [{"fired": {"channel": "news"}}])
 
     def test_errors(self):
@@ -575,7 +574,7 @@ class ChannelClosedTests(FrontendTestCase):
         second, secondLink = self.subscribed("presence-room", {}, uid="bob")
         firstLink.take()
         secondLink.take()
-        self.successResultOf(self.backend.closeChannel(self.moon, "presence-room"))
+        self.successResultOf(self.channels.closeChannel(self.moon, "presence-room"))
         for session, link in ((first, firstLink), (second, secondLink)):
             self.assertEqual(link.take(), [{":channelClosed": {"channel": "presence-room"}}])
             self.assertEqual(session.subscriptions, {})
@@ -590,8 +589,8 @@ class ChannelClosedTests(FrontendTestCase):
         self.open("news")
         session, link = self.subscribed("news")
         link.take()
-        self.successResultOf(self.backend.fire(self.moon, "news", "last", {}))
-        self.successResultOf(self.backend.closeChannel(self.moon, "news"))
+        self.successResultOf(self.channels.fire(self.moon, "news", "last", {}))
+        self.successResultOf(self.channels.closeChannel(self.moon, "news"))
         self.assertEqual(link.take(), [{"last": {"channel": "news"}}, {":channelClosed": {"channel": "news"}}])
 
     def test_feedDeletedThroughRestMS(self):

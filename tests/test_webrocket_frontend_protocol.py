@@ -25,8 +25,8 @@ from rocketd.app import Rocketd
 from rocketd.config import Config, ConfigError, loadConfig
 from rocketd.webrocket.origins import OriginPolicy, normaliseOrigin, parseOrigins
 from rocketd.webrocket._outbox import Outbox
-from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT, Frontend
-from tests.support import MOON, serverFrames, temporaryDirectory, webrocketSetUp
+from rocketd.webrocket.frontend import OVERFLOW_CLOSE_TIMEOUT
+from tests.support import MOON, serverFrames, temporaryDirectory, webrocketFrontend, webrocketSetUp
 
 PEER = IPv4Address("TCP", "127.0.0.1", 50000)
 
@@ -63,7 +63,7 @@ class ProtocolTestCase(TestCase):
 
     def frontend(self, **settings):
         settings.setdefault("allowedOrigins", ("https://app.example",))
-        return Frontend(self.engine, self.vhosts, self.backend, self.clock, **settings)
+        return webrocketFrontend(self, **settings)
 
     def connect(self, frontend, path=b"/moon", origin=None):
         """
@@ -121,20 +121,20 @@ class HandshakeTests(ProtocolTestCase):
     def test_requestsAndAnswers(self):
         protocol, transport = self.opened(self.frontend())
         self.take(transport)
-        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        self.successResultOf(self.channels.openChannel(self.moon, "news"))
         self.send(protocol, {"subscribe": {"channel": "news"}})
         self.assertEqual(self.messages(transport), [{":subscribed": {"channel": "news"}}])
-        self.successResultOf(self.backend.fire(self.moon, "news", "hello", {}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "hello", {}))
         self.assertEqual(self.messages(transport), [{"hello": {"channel": "news"}}])
 
     def test_connectionLostCleansUp(self):
         frontend = self.frontend()
         protocol, transport = self.opened(frontend)
-        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        self.successResultOf(self.channels.openChannel(self.moon, "news"))
         self.send(protocol, {"subscribe": {"channel": "news"}})
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(frontend.connections, 0)
-        self.assertEqual(self.successResultOf(self.backend.getChannel(self.moon, "news"))["subscribers"], 0)
+        self.assertEqual(self.successResultOf(self.channels.getChannel(self.moon, "news"))["subscribers"], 0)
 
     def test_handshakeTimeoutOnTheClock(self):
         """A client that never finishes its handshake is dropped, on the injected clock."""
@@ -216,7 +216,7 @@ class OverflowTests(ProtocolTestCase):
         frontend = self.frontend(sendQueue=1100)
         slow, slowTransport = self.opened(frontend)
         fast, fastTransport = self.opened(frontend)
-        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        self.successResultOf(self.channels.openChannel(self.moon, "news"))
         for protocol in (slow, fast):
             self.send(protocol, {"subscribe": {"channel": "news"}})
         self.take(slowTransport)
@@ -226,10 +226,10 @@ class OverflowTests(ProtocolTestCase):
         slow.outbox.pauseProducing()
         blob = "x" * 300
         for n in range(3):
-            self.successResultOf(self.backend.fire(self.moon, "news", "blob", {"n": n, "b": blob}))
+            self.successResultOf(self.channels.fire(self.moon, "news", "blob", {"n": n, "b": blob}))
         self.assertEqual(self.take(slowTransport), [])
         self.assertEqual(frontend.overflows, 0)
-        self.successResultOf(self.backend.fire(self.moon, "news", "blob", {"n": 3, "b": blob}))
+        self.successResultOf(self.channels.fire(self.moon, "news", "blob", {"n": 3, "b": blob}))
         self.clock.advance(0)
         self.assertEqual(frontend.overflows, 1)
         [(opcode, payload)] = self.take(slowTransport)
@@ -237,7 +237,7 @@ class OverflowTests(ProtocolTestCase):
         self.assertEqual(struct.unpack("!H", payload[:2])[0], 1008)
         # The others got everything, and the slow one is no subscriber any more.
         self.assertEqual([m["blob"]["n"] for m in self.messages(fastTransport)], [0, 1, 2, 3])
-        self.assertEqual(self.successResultOf(self.backend.getChannel(self.moon, "news"))["subscribers"], 1)
+        self.assertEqual(self.successResultOf(self.channels.getChannel(self.moon, "news"))["subscribers"], 1)
         # The client gets some time to read the close frame, then it is cut.
         self.clock.advance(OVERFLOW_CLOSE_TIMEOUT - 0.5)
         self.assertFalse(slowTransport.disconnecting)
@@ -251,26 +251,25 @@ class OverflowTests(ProtocolTestCase):
         self.take(transport)
         protocol.outbox.pauseProducing()
         for n in range(4):
-            self.successResultOf(self.backend.fire(self.moon, "news", "blob", {"n": n, "b": "x" * 300}))
+            self.successResultOf(self.channels.fire(self.moon, "news", "blob", {"n": n, "b": "x" * 300}))
         self.clock.advance(0)
         self.assertTrue(protocol.outbox.closed)
 
     def test_slowClientsCountedAndWarned(self):
         """
         Clients closed for a full send queue are counted per vhost (the
-        backend gives the count to the admin API's vhost document) and
+        admin API's vhost document shows the count) and
         warned about at most once a minute per vhost, with the count since
         the previous line.
         """
         frontend = self.frontend(sendQueue=1100)
-        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        self.successResultOf(self.channels.openChannel(self.moon, "news"))
         with capturedLogs() as events:
             self.overflow(frontend)
             self.clock.advance(20)
             self.overflow(frontend)
             self.overflow(frontend)
-            self.assertEqual(self.backend.slowClientsClosed(self.moon), 3)
-            self.assertEqual(self.backend.slowClientsClosed("/moon"), 3)
+            self.assertEqual(frontend.slowClientsClosed("/moon"), 3)
             warnings = [e for e in events if e["log_level"] == LogLevel.warn and "closed" in e]
             self.assertEqual([(e["vhost"], e["count"], e["closed"]) for e in warnings], [("/moon", 1, 1)])
             self.clock.advance(40)
@@ -282,12 +281,12 @@ class OverflowTests(ProtocolTestCase):
     def test_resumedOutboxFlushes(self):
         frontend = self.frontend(sendQueue=10000)
         protocol, transport = self.opened(frontend)
-        self.successResultOf(self.backend.openChannel(self.moon, "news"))
+        self.successResultOf(self.channels.openChannel(self.moon, "news"))
         self.send(protocol, {"subscribe": {"channel": "news"}})
         self.take(transport)
         protocol.outbox.pauseProducing()
         for n in range(3):
-            self.successResultOf(self.backend.fire(self.moon, "news", "e", {"n": n}))
+            self.successResultOf(self.channels.fire(self.moon, "news", "e", {"n": n}))
         self.assertEqual(self.take(transport), [])
         protocol.outbox.resumeProducing()
         self.assertEqual([m["e"]["n"] for m in self.messages(transport)], [0, 1, 2])

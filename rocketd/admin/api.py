@@ -5,7 +5,8 @@ It is served on the admin listener (by default on the loopback interface
 only) and every request must carry the secret of the cookie file
 C{STATE_DIR/admin.cookie} in the C{X-Rocketd-Cookie} header. Bodies are
 JSON; errors are C{{"error": "sentence"}} with 400, 401, 403, 404, 405 or
-409.
+409 (engine errors get the status of L{rocketd.http.errors}). The routes
+are a Klein app with C{async def} handlers, as the RestMS face's.
 
 Routes (a vhost path may have several segments, C{/apps/chat}):
 
@@ -26,8 +27,8 @@ C{{"name", "subscribers"}}, a worker C{{"id", "filter", "connected"}}
 Since vhost paths have any number of segments, C{/vhosts/a/channels/b}
 names channel C{b} of vhost C{/a} when C{/a} exists; the vhost that matches
 the most segments wins. Creating a vhost whose path has one of the segments
-of L{RESERVED_SEGMENTS} is refused, so that no vhost path can be read two
-ways.
+of L{rocketd.http.paths.RESERVED_SEGMENTS} is refused, so that no vhost
+path can be read two ways.
 """
 
 from __future__ import annotations
@@ -40,20 +41,14 @@ import stat
 from typing import List, Optional, Tuple
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from rocketd.errors import (
-    Conflict,
-    EngineError,
-    Forbidden,
-    InvalidArgument,
-    InvalidName,
-    NoSuchResource,
-)
+from rocketd.errors import EngineError, InvalidName, NoSuchResource
+from rocketd.http.errors import HTTPError, answerOf
+from rocketd.http.paths import ADMIN_WORDS, reservedSegments
 
 #: The request header that carries the admin cookie.
 COOKIE_HEADER = b"X-Rocketd-Cookie"
@@ -61,20 +56,8 @@ COOKIE_HEADER = b"X-Rocketd-Cookie"
 COOKIE_BYTES = 32
 #: An existing cookie shorter than this is not trusted and is replaced.
 MIN_COOKIE_LENGTH = 32
-#: Path segments that address a vhost's parts in this API or in the backend
-#: API, and so may not be in the path of a vhost created here (compared
-#: case-insensitively).
-RESERVED_SEGMENTS = frozenset(["channels", "token", "workers", "events"])
 
 _log = Logger()
-
-_STATUS = (
-    (InvalidName, 400),
-    (InvalidArgument, 400),
-    (Forbidden, 403),
-    (NoSuchResource, 404),
-    (Conflict, 409),
-)
 
 
 def _readCookie(path: FilePath) -> Optional[str]:
@@ -161,12 +144,9 @@ def _errorBody(request, status: int, message: str) -> bytes:
     return _jsonBody(request, status, {"error": message})
 
 
-class _MethodNotAllowed(Exception):
-    """The method is not one that this admin resource answers."""
-
-    def __init__(self, allowed: Tuple[str, ...]):
-        Exception.__init__(self, allowed)
-        self.allowed = allowed
+def _methodNotAllowed(allowed: Tuple[str, ...]) -> HTTPError:
+    """The 405 of an admin resource that does not answer the method."""
+    return HTTPError(405, "That method is not allowed here.", [(b"Allow", ", ".join(allowed).encode("ascii"))])
 
 
 #: What each kind of admin resource answers to.
@@ -188,7 +168,7 @@ def _parseRemainder(segments: List[str]) -> Optional[Tuple[str, Optional[str]]]:
     """
     if not segments:
         return ("vhost", None)
-    if len(segments) == 1 and segments[0] in ("token", "channels", "workers"):
+    if len(segments) == 1 and segments[0] in ADMIN_WORDS:
         return (segments[0], None)
     if len(segments) == 2 and segments[0] == "channels":
         return ("channel", segments[1])
@@ -229,22 +209,25 @@ class AdminApp:
     The admin HTTP API.
 
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
-    @param engine: the L{rocketd.interfaces.IEngine} (kept for extensions;
-        the registry and the backend own every change).
-    @param backend: the L{rocketd.webrocket.backend.BackendApp}, for the
-        channels and workers of a vhost.
+    @param channels: the L{rocketd.webrocket.channels.Channels}.
+    @param workers: the L{rocketd.webrocket.workers.WorkerPool} (its
+        C{listWorkers}).
+    @param slowClientsClosed: C{callable(vhost path) -> int}: how many
+        WebSocket clients of the vhost were closed because they read too
+        slowly (L{rocketd.webrocket.frontend.Frontend.slowClientsClosed}).
     @param cookie: the admin secret (from L{ensureCookie}).
     """
 
     app = Klein()
     log = Logger()
 
-    def __init__(self, vhosts, engine, backend, cookie: str):
+    def __init__(self, vhosts, channels, workers, slowClientsClosed, cookie: str):
         if not cookie:
             raise ValueError("the admin cookie must not be empty")
         self._vhosts = vhosts
-        self._engine = engine
-        self._backend = backend
+        self._channels = channels
+        self._workers = workers
+        self._slowClientsClosed = slowClientsClosed
         self._cookie = cookie
 
     def resource(self) -> Resource:
@@ -272,7 +255,7 @@ class AdminApp:
     @staticmethod
     def _missing(segments: List[str]) -> NoSuchResource:
         """The 404 for a path that names no existing vhost."""
-        if len(segments) > 1 and segments[-1] in ("token", "channels", "workers"):
+        if len(segments) > 1 and segments[-1] in ADMIN_WORDS:
             segments = segments[:-1]
         elif len(segments) > 2 and segments[-2] == "channels":
             segments = segments[:-2]
@@ -281,16 +264,16 @@ class AdminApp:
     # Routes
 
     @app.route("/vhosts", methods=["GET"])
-    def listVhosts(self, request):
+    async def listVhosts(self, request):
         return _jsonBody(request, 200, {"vhosts": [_vhostJSON(v) for v in self._vhosts.list()]})
 
     @app.route("/vhosts/<path:rest>", methods=["GET", "POST", "PUT", "DELETE"])
-    def vhostResource(self, request, rest):
+    async def vhostResource(self, request, rest):
         """
         Every C{/vhosts/{path}[/...]} request.
 
-        @return: Deferred firing with the JSON body (the status set), or
-            failing with an L{EngineError} or L{_MethodNotAllowed}.
+        @return: the JSON body (the status set); fails with an
+            L{EngineError} or an L{HTTPError}.
         """
         method = request.method.decode("ascii")
         if method == "HEAD":
@@ -300,99 +283,88 @@ class AdminApp:
             raise NoSuchResource("There is no such admin resource.")
         resolved = self._resolve(segments)
         if method == "POST" and (resolved is None or resolved[1] != "channel"):
-            return self._addVhost(request, segments)
+            return await self._addVhost(request, segments)
         if resolved is None:
             raise self._missing(segments)
         vhost, kind, name = resolved
         if method not in _ALLOWED[kind]:
-            raise _MethodNotAllowed(_ALLOWED[kind])
-        return getattr(self, "_%s_%s" % (method.lower(), kind))(request, vhost, name)
+            raise _methodNotAllowed(_ALLOWED[kind])
+        return await getattr(self, "_%s_%s" % (method.lower(), kind))(request, vhost, name)
 
-    @inlineCallbacks
-    def _addVhost(self, request, segments):
+    async def _addVhost(self, request, segments):
         if len(segments) > 2 and segments[-2] == "channels":
             raise self._missing(segments)
-        reserved = sorted(RESERVED_SEGMENTS.intersection(s.lower() for s in segments))
+        reserved = reservedSegments(segments)
         if reserved:
             raise InvalidName(
                 "A vhost path may not have a segment named %s." % (" or ".join(repr(r) for r in reserved),)
             )
-        vhost = yield self._vhosts.add("/" + "/".join(segments))
+        vhost = await self._vhosts.add("/" + "/".join(segments))
         self.log.info("Admin API: created vhost {path}", path=vhost.path)
         request.setHeader(b"Location", ("/vhosts" + vhost.path).encode("utf-8"))
         return _jsonBody(request, 201, _vhostJSON(vhost))
 
-    @inlineCallbacks
-    def _get_vhost(self, request, vhost, name):
-        channels = yield self._backend.listChannels(vhost)
+    async def _get_vhost(self, request, vhost, name):
+        channels = await self._channels.listChannels(vhost)
         body = _vhostJSON(vhost)
         body["channels"] = len(channels)
-        body["slowClientsClosed"] = self._backend.slowClientsClosed(vhost)
+        body["slowClientsClosed"] = self._slowClientsClosed(vhost.path)
         return _jsonBody(request, 200, body)
 
-    @inlineCallbacks
-    def _delete_vhost(self, request, vhost, name):
-        yield self._vhosts.delete(vhost.path)
+    async def _delete_vhost(self, request, vhost, name):
+        await self._vhosts.delete(vhost.path)
         self.log.info("Admin API: deleted vhost {path}", path=vhost.path)
         return _jsonBody(request, 200, {"path": vhost.path, "deleted": True})
 
-    @inlineCallbacks
-    def _put_token(self, request, vhost, name):
-        vhost = yield self._vhosts.regenerateToken(vhost.path)
+    async def _put_token(self, request, vhost, name):
+        vhost = await self._vhosts.regenerateToken(vhost.path)
         self.log.info("Admin API: new token for vhost {path}", path=vhost.path)
         return _jsonBody(request, 200, _vhostJSON(vhost))
 
-    @inlineCallbacks
-    def _get_channels(self, request, vhost, name):
-        channels = yield self._backend.listChannels(vhost)
+    async def _get_channels(self, request, vhost, name):
+        channels = await self._channels.listChannels(vhost)
         return _jsonBody(request, 200, {"channels": [_channelJSON(c) for c in channels]})
 
-    @inlineCallbacks
-    def _delete_channels(self, request, vhost, name):
-        channels = yield self._backend.listChannels(vhost)
+    async def _delete_channels(self, request, vhost, name):
+        channels = await self._channels.listChannels(vhost)
         closed = []
         for channel in channels:
             try:
-                yield self._backend.closeChannel(vhost, channel["name"])
+                await self._channels.closeChannel(vhost, channel["name"])
             except NoSuchResource:
                 continue  # closed meanwhile
             closed.append(channel["name"])
         self.log.info("Admin API: closed every channel of vhost {path}", path=vhost.path)
         return _jsonBody(request, 200, {"deleted": closed})
 
-    @inlineCallbacks
-    def _findChannel(self, vhost, name):
-        for channel in (yield self._backend.listChannels(vhost)):
+    async def _findChannel(self, vhost, name):
+        for channel in (await self._channels.listChannels(vhost)):
             if channel["name"] == name:
                 return channel
         return None
 
-    @inlineCallbacks
-    def _get_channel(self, request, vhost, name):
-        channel = yield self._findChannel(vhost, name)
+    async def _get_channel(self, request, vhost, name):
+        channel = await self._findChannel(vhost, name)
         if channel is None:
             raise NoSuchResource("There is no channel %s in vhost %s." % (name, vhost.path))
         return _jsonBody(request, 200, _channelJSON(channel))
 
-    @inlineCallbacks
-    def _post_channel(self, request, vhost, name):
-        existing = yield self._findChannel(vhost, name)
-        yield self._backend.openChannel(vhost, name)
+    async def _post_channel(self, request, vhost, name):
+        existing = await self._findChannel(vhost, name)
+        await self._channels.openChannel(vhost, name)
         if existing is not None:
             return _jsonBody(request, 200, _channelJSON(existing))
         self.log.info("Admin API: opened channel {name} in vhost {path}", name=name, path=vhost.path)
         request.setHeader(b"Location", ("/vhosts%s/channels/%s" % (vhost.path, name)).encode("utf-8"))
         return _jsonBody(request, 201, {"name": name, "subscribers": 0})
 
-    @inlineCallbacks
-    def _delete_channel(self, request, vhost, name):
-        yield self._backend.closeChannel(vhost, name)
+    async def _delete_channel(self, request, vhost, name):
+        await self._channels.closeChannel(vhost, name)
         self.log.info("Admin API: closed channel {name} in vhost {path}", name=name, path=vhost.path)
         return _jsonBody(request, 200, {"name": name, "deleted": True})
 
-    @inlineCallbacks
-    def _get_workers(self, request, vhost, name):
-        workers = yield maybeDeferred(self._backend.listWorkers, vhost)
+    async def _get_workers(self, request, vhost, name):
+        workers = self._workers.listWorkers(vhost)
         return _jsonBody(
             request,
             200,
@@ -406,18 +378,16 @@ class AdminApp:
 
     # Errors
 
-    @app.handle_errors(EngineError)
-    def _engineError(self, request, failure):
-        for cls, status in _STATUS:
-            if failure.check(cls):
-                return _errorBody(request, status, failure.value.message)
-        self.log.failure("Admin API: unexpected engine error", failure)
-        return _errorBody(request, 500, failure.value.message)
-
-    @app.handle_errors(_MethodNotAllowed)
-    def _methodNotAllowed(self, request, failure):
-        request.setHeader(b"Allow", ", ".join(failure.value.allowed).encode("ascii"))
-        return _errorBody(request, 405, "That method is not allowed here.")
+    @app.handle_errors(EngineError, HTTPError)
+    def _knownError(self, request, failure):
+        answer = answerOf(failure.value)
+        if answer is None:
+            self.log.failure("Admin API: unexpected engine error", failure)
+            return _errorBody(request, 500, failure.value.message)
+        status, sentence, headers = answer
+        for name, value in headers:
+            request.setHeader(name, value)
+        return _errorBody(request, status, sentence)
 
     @app.handle_errors(HTTPException)
     def _httpError(self, request, failure):

@@ -14,10 +14,11 @@ from typing import Optional
 from urllib.parse import quote, unquote, urlsplit
 
 from rocketd.http.hosts import validHost
+from rocketd.http.paths import RESTMS
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED
 
 #: The path every RestMS resource lives under.
-PREFIX = "/restms"
+PREFIX = "/" + RESTMS
 #: The path prefix of private resources; a hash follows it.
 RESOURCE = PREFIX + "/resource/"
 

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from rocketd.engine.message import PROPERTY_NAMES, Content
 from rocketd.restms._errors import badRequest
-from rocketd.restms._uris import Reference, domainPath, feedPath, parseReference, resourcePath
+from rocketd.restms._uris import RESOURCE, Reference, domainPath, feedPath, parseReference, resourcePath
 from rocketd.restms.codec import XML_INVALID_CHARS, Element, renderJSON, renderXML
 
 #: The encoder of each representation.
@@ -169,6 +169,8 @@ _NONCE = secrets.token_hex(16)
 _MARKER = re.compile(("@%s([hbc])([0-9]*)@" % _NONCE).encode("ascii"))
 _HREF = -1
 _BASE = -2
+#: The path of a private resource up to its hash, as bytes.
+_RESOURCE = RESOURCE.encode("ascii")
 
 
 def _messageElement(message, href: Optional[str], feed: Optional[str], contentHrefs: Sequence[Optional[str]]) -> Element:
@@ -239,7 +241,7 @@ def renderHeldMessage(held, kind: str, base: bytes) -> bytes:
 
     @param base: the request's base URI, as bytes.
     """
-    prefix = base + b"/restms/resource/"
+    prefix = base + _RESOURCE
     message = held.message
     contents = held.contents
     if contents is not message.contents and len(contents) != len(message.contents):

@@ -4,8 +4,10 @@ each client event does, in order, to the engine and to the connection.
 
 A L{Session} reads client frames (L{Session.received}) and writes server
 frames through its I{link}: anything with C{send(frameBytes)} and
-C{close(code, reason)} (the WebSocket protocol in
-L{rocketd.webrocket.frontend}, or a test double). The frames of one
+C{close(code, reason)} (a L{Link} of the WebSocket protocol in
+L{rocketd.webrocket.frontend}, or a test double). It tells its frontend
+when it subscribes, unsubscribes and goes (L{Frontend.subscribed},
+L{Frontend.unsubscribed}, L{Frontend.disconnected}). The frames of one
 session are handled one at a time, in arrival order, so that the answers
 come in the order of the requests whatever the engine's latency.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from typing import Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
 from twisted.logger import Logger
@@ -53,6 +55,16 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 #: How many client frames may wait for the one being handled.
 MAX_PENDING = 256
+
+class Link(NamedTuple):
+    """
+    A session's connection: C{send(frames)} writes server frames as they
+    are (bytes), C{close(code, reason)} starts closing it.
+    """
+
+    send: Callable[[bytes], object]
+    close: Callable[[int, str], object]
+
 
 #: Channel kinds, by name prefix.
 PUBLIC, PRIVATE, PRESENCE_CHANNEL = "public", "private", "presence"
@@ -137,7 +149,7 @@ class Subscription:
         if self._gone or session.closed:
             return
         if self._ready:
-            session._link.send(data)
+            session.transmit(data)
             return
         early = self._early
         if early is None:
@@ -178,6 +190,8 @@ class Session:
         client authenticated with, or None.
     @ivar subscriptions: channel name to L{Subscription}.
     @ivar closed: whether the connection is gone.
+    @ivar transmit: the link's C{send}, taken once: writes frames as they
+        are (the fan-out's path; L{send} checks that the session is open).
     """
 
     log = Logger()
@@ -190,6 +204,7 @@ class Session:
         self.subscriptions: Dict[str, Subscription] = {}
         self.closed = False
         self._link = link
+        self.transmit = link.send
         self._pending = deque()
         self._busy = False
         self._pumping = False
@@ -202,7 +217,7 @@ class Session:
     def send(self, frame: bytes) -> None:
         """Write a server frame (nothing once the connection is gone)."""
         if not self.closed:
-            self._link.send(frame)
+            self.transmit(frame)
 
     def open(self) -> None:
         """Greet the client: C{{":connected": {"sid": ...}}}."""
@@ -279,7 +294,7 @@ class Session:
 
             def cleanUp():
                 d = self._dropAll()
-                d.addBoth(lambda _: self.frontend._forgetSession(self))
+                d.addBoth(lambda _: self.frontend.disconnected(self))
                 d.addBoth(lambda _: done.callback(None))
                 return d
 
@@ -299,7 +314,7 @@ class Session:
         """Unsubscribe: forget, delete the pipe, announce the departure."""
         frontend = self.frontend
         self.subscriptions.pop(subscription.channel, None)
-        frontend._unindex(subscription)
+        frontend.unsubscribed(subscription)
         member = None
         if channelKind(subscription.channel) == PRESENCE_CHANNEL:
             member = frontend.presence.remove(subscription.key, self.sid)
@@ -371,7 +386,7 @@ class Session:
             yield subscription.detach()
             return
         self.subscriptions[channel] = subscription
-        frontend._index(subscription)
+        frontend.subscribed(subscription)
         subscribers = None
         if kind == PRESENCE_CHANNEL:
             subscribers = frontend.presence.add(subscription.key, Member(self.sid, self.uid, data, hidden))
@@ -476,7 +491,7 @@ class Session:
             return succeed(None)
         del self.subscriptions[subscription.channel]
         frontend = self.frontend
-        frontend._unindex(subscription)
+        frontend.unsubscribed(subscription)
         frontend.presence.remove(subscription.key, self.sid)
         self.send(serverFrame(":channelClosed", {"channel": subscription.channel}))
         return subscription.detach()

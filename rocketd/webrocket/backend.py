@@ -4,7 +4,8 @@ workers' event stream, over HTTP on the main listener.
 
 Request paths are C{/:vhost/...} where a vhost path has any number of
 segments; no vhost segment can be one of the API's words (C{channels},
-C{token}, C{events}), so the vhost is everything before the first of them:
+C{token}, C{events}: L{rocketd.http.paths.BACKEND_WORDS}), so the vhost is
+everything before the first of them:
 
     /:vhost/channels                  GET list
     /:vhost/channels/:name            POST open, DELETE close, GET one
@@ -15,86 +16,35 @@ C{token}, C{events}), so the vhost is everything before the first of them:
     /:vhost                           the WebSocket frontend (upgrade requests)
 
 Checks come in this order: unknown vhost (404), credentials (401), then the
-request (405, 400, 404). Every error has a JSON body C{{"error": "..."}}.
+request (405, 400, 404). Every error has a JSON body C{{"error": "..."}},
+with the status L{rocketd.http.errors} gives an engine error. The routes
+are the table L{_ROUTES}; the hot one (firing an event) is dispatched
+before the table is read.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Optional
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from rocketd.engine.message import Content, Message
-from rocketd.errors import (
-    Conflict,
-    EngineError,
-    Forbidden,
-    InvalidArgument,
-    InvalidName,
-    NoSuchResource,
-)
+from rocketd.errors import EngineError, InvalidArgument, InvalidName
+from rocketd.http.errors import HTTPError, answerOf
+from rocketd.http.paths import BACKEND_WORDS
 from rocketd.http.sse import Heartbeat, SSEStream
 from rocketd.http.strictjson import rejectConstant
-from rocketd.interfaces import DEFAULT_FEED
-from rocketd.webrocket._wire import WS_FRAME, encodeJSON, textFrame
-from rocketd.webrocket.tokens import TokenStore, anchoredPattern
-from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED, Vhost
-from rocketd.webrocket.workers import WorkerPool
+from rocketd.webrocket.channels import checkChannelName
+from rocketd.webrocket.tokens import anchoredPattern
 
-#: A channel name.
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-#: The longest channel name.
-MAX_CHANNEL_NAME = 128
 #: The HTTP Basic user of the backend API.
 BACKEND_USER = b"wr"
 #: The realm announced with a 401.
 REALM = b"rocketd"
-#: The words of the API that follow a vhost path.
-_WORDS = ("channels", "token", "events")
-
-
-def checkChannelName(name: str) -> None:
-    """
-    @raise InvalidName: unless C{name} is a valid channel name (which also
-        excludes the names the engine reserves: C{default}, C{amq.*}).
-    """
-    if not isinstance(name, str) or len(name) > MAX_CHANNEL_NAME or not CHANNEL_NAME.fullmatch(name):
-        raise InvalidName(
-            f"{name!r} is not a valid channel name: it must be 1 to {MAX_CHANNEL_NAME} letters, digits, "
-            "'_', '.' or '-', and not start with '.' or '-'."
-        )
-    if name == DEFAULT_FEED or name.startswith("amq."):
-        raise InvalidName(f"The channel name {name!r} is reserved.")
-
-
-def channelEventMessage(channel: str, event: str, data: Optional[dict]) -> Message:
-    """
-    The message of an event fired on a channel: address = the event name,
-    one C{application/json} content C{{"<event>": {...data, "channel":
-    "<channel>"}}}, the bytes every subscriber receives as they are.
-
-    @raise InvalidArgument: empty or reserved event name, data not an object.
-    """
-    if not isinstance(event, str) or not event:
-        raise InvalidArgument("The trigger's 'event' must be a non-empty string.")
-    if event.startswith(":"):
-        raise InvalidArgument("Event names starting with ':' are reserved for the server.")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InvalidArgument("The trigger's 'data' must be an object.")
-    body = encodeJSON({event: {**data, "channel": channel}})
-    message = Message(address=event, contents=(Content("application/json", body),))
-    # Its WebSocket frame, built here where the body is known to be one
-    # event (the frontend would otherwise parse the body again to check).
-    message.cache[WS_FRAME] = textFrame(body)
-    return message
 
 
 #: One decoder for every request body (json.loads with an option builds one per call).
@@ -150,54 +100,30 @@ def parseWorkerTrigger(body: bytes):
 
 class BackendApp:
     """
-    The WebRocket face's server side: the backend API, and the channel,
-    worker and token operations the admin API and the WebSocket frontend
-    share.
+    The WebRocket backend API over the parts it serves: the channels, the
+    browser tokens and the worker pool, each built and shared by the
+    composition root (L{rocketd.app}) with the WebSocket frontend and the
+    admin API.
 
-    @param engine: the L{rocketd.interfaces.IEngine}.
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
+    @param channels: the L{rocketd.webrocket.channels.Channels}.
+    @param tokens: the L{rocketd.webrocket.tokens.TokenStore} of browser tokens.
+    @param workers: the L{rocketd.webrocket.workers.WorkerPool}.
     @param clock: an L{IReactorTime}.
-    @param tokenTTL: how long a browser token is valid, in seconds.
     @param heartbeat: the L{Heartbeat} of the workers' event streams (shared
         with the other streams of C{clock}); by default one of this face's
         own, every 15 seconds.
-    @param eventBacklog: how many triggered events may wait for a worker, per vhost.
-    @param eventBacklogAge: how many seconds a triggered event may wait.
-
-    @ivar tokens: the L{TokenStore} of browser tokens.
-    @ivar workers: the L{WorkerPool}.
-    @ivar channelClosedObservers: callables C{(vhost, name)} called after a
-        channel is closed (the WebSocket frontend tells its subscribers).
-    @ivar subscriberCounters: callables C{(feed)} answering how many
-        subscribers of a channel's feed are not joins onto it (the
-        WebSocket frontend's browsers).
-    @ivar slowClientCounters: callables C{(vhost path)} answering how many
-        WebSocket clients of the vhost were closed because their send
-        queue was full (the WebSocket frontend).
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        engine,
-        vhosts,
-        clock,
-        tokenTTL: float = 3600.0,
-        heartbeat: Optional[Heartbeat] = None,
-        eventBacklog: int = 1000,
-        eventBacklogAge: float = 300.0,
-    ):
-        self.engine = engine
+    def __init__(self, vhosts, channels, tokens, workers, clock, heartbeat: Optional[Heartbeat] = None):
         self.vhosts = vhosts
+        self.channels = channels
+        self.tokens = tokens
+        self.workers = workers
         self.clock = clock
         self.heartbeat = heartbeat if heartbeat is not None else Heartbeat(clock, 15.0)
-        self.tokens = TokenStore(clock, tokenTTL)
-        self.workers = WorkerPool(engine, vhosts, clock, backlog=eventBacklog, backlogAge=eventBacklogAge)
-        self.channelClosedObservers = []
-        self.subscriberCounters = []
-        self.slowClientCounters = []
-        vhosts.addObserver(self._vhostChanged)
 
     def resource(self, websocket: Optional[Resource] = None) -> Resource:
         """
@@ -209,195 +135,16 @@ class BackendApp:
         """
         return BackendResource(self, websocket)
 
-    def _vhostChanged(self, event: str, vhost: Vhost) -> None:
-        if event in (DELETED, TOKEN_CHANGED):
-            self.tokens.discardVhost(vhost.path)
-
-    # -- channels ------------------------------------------------------------
-
-    def _channelFeed(self, vhost, name):
-        """
-        @return: Deferred firing with the channel's fanout feed; fails with
-            L{NoSuchResource} if the vhost or the channel does not exist.
-        """
-        # Plain callbacks (no generator): this runs on every fired event.
-        try:
-            vhost = self.vhosts.resolve(vhost)
-            d = self.engine.getDomain(vhost.domain)
-        except Exception:
-            return fail()
-
-        def noFeed(failure):
-            failure.trap(NoSuchResource)
-            return None
-
-        def check(feed):
-            if feed is None or feed.type != "fanout" or feed.isDefault:
-                raise NoSuchResource(f"There is no channel {name} in {vhost.path}.")
-            return feed
-
-        def getFeed(domain):
-            try:
-                return domain.getFeed(name).addErrback(noFeed)
-            except NoSuchResource:
-                return None
-
-        d.addCallback(getFeed)
-        d.addCallback(check)
-        return d
-
-    def _describe(self, feed):
-        """A channel's description: its name, its subscribers (RestMS pipes' joins and browsers)."""
-        d = feed.listJoins()
-        d.addCallback(
-            lambda joins: {
-                "name": feed.name,
-                "subscribers": len(joins) + sum(count(feed) for count in self.subscriberCounters),
-            }
-        )
-        return d
-
-    def openChannel(self, vhost, name: str) -> Deferred:
-        """
-        Open a channel (a public fanout feed of that name in the vhost's
-        domain); opening one that is open changes nothing.
-
-        @param vhost: a L{Vhost} or a vhost path.
-        @return: Deferred firing with True if the channel was created, False
-            if it existed; fails with L{InvalidName}, L{NoSuchResource}
-            (unknown vhost) or L{Conflict} (a feed of another type has that
-            name).
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-            checkChannelName(name)
-        except EngineError:
-            return fail()
-        d = self.engine.getDomain(vhost.domain)
-        d.addCallback(lambda domain: domain.createFeed(name, "fanout", title=f"WebRocket channel {name}"))
-        d.addCallback(lambda result: result[1])
-        return d
-
-    def closeChannel(self, vhost, name: str) -> Deferred:
-        """
-        Close a channel: delete its feed, so every subscriber's join goes.
-
-        @return: Deferred firing with None; fails with L{NoSuchResource}
-            for an unknown vhost or channel.
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-        except EngineError:
-            return fail()
-        d = self._channelFeed(vhost, name)
-        d.addCallback(lambda feed: feed.delete())
-        d.addCallback(lambda _: self._channelClosed(vhost, name))
-        return d
-
-    def _channelClosed(self, vhost, name):
-        for observer in list(self.channelClosedObservers):
-            try:
-                observer(vhost, name)
-            except Exception:
-                self.log.failure("channel-closed observer failed for {channel}", channel=name)
-
-    def getChannel(self, vhost, name: str) -> Deferred:
-        """
-        @return: Deferred firing with C{{"name": str, "subscribers": int}};
-            fails with L{NoSuchResource} for an unknown vhost or channel.
-        """
-        d = self._channelFeed(vhost, name)
-        d.addCallback(self._describe)
-        return d
-
-    def listChannels(self, vhost) -> Deferred:
-        """
-        @return: Deferred firing with the vhost's channels, by name, as
-            C{{"name": str, "subscribers": int}}; fails with
-            L{NoSuchResource} for an unknown vhost.
-        """
-        try:
-            vhost = self.vhosts.resolve(vhost)
-        except EngineError:
-            return fail()
-        d = self.engine.getDomain(vhost.domain)
-        d.addCallback(lambda domain: domain.listFeeds())
-        d.addCallback(
-            lambda feeds: gatherResults(
-                [self._describe(f) for f in feeds if f.type == "fanout" and not f.isDefault and f.name],
-                consumeErrors=True,
-            )
-        )
-        d.addCallback(lambda channels: sorted(channels, key=lambda c: c["name"]))
-        return d
-
-    def fire(self, vhost, channel: str, event: str, data: Optional[dict]) -> Deferred:
-        """
-        Fire an event on a channel: every subscriber receives
-        C{{"<event>": {...data, "channel": "<channel>"}}}.
-
-        @return: Deferred firing with the number of subscribers reached;
-            fails with L{InvalidArgument} or L{NoSuchResource}.
-        """
-        try:
-            message = channelEventMessage(channel, event, data)
-        except (EngineError, ValueError, TypeError) as e:
-            return fail(e if isinstance(e, EngineError) else InvalidArgument(str(e)))
-        d = self._channelFeed(vhost, channel)
-        d.addCallback(lambda feed: feed.publish([message]))
-        return d
-
-    # -- workers and tokens ----------------------------------------------------
-
-    def listWorkers(self, vhost) -> list:
-        """
-        @return: the vhost's connected workers as C{{"id": str, "filter":
-            str, "connected": float}} (POSIX time), oldest first.
-        """
-        return self.workers.listWorkers(vhost)
-
-    def slowClientsClosed(self, vhost) -> int:
-        """
-        @return: how many WebSocket clients of the vhost were closed because
-            they read too slowly (their send queue was full), since the
-            daemon started.
-        """
-        path = self.vhosts.resolve(vhost).path
-        return sum(count(path) for count in self.slowClientCounters)
-
     def issueToken(self, vhost, uid: str, channels: str) -> str:
         """
         @return: a new single-use browser token for the vhost (128 hex).
         @raise InvalidArgument: empty uid, invalid expression.
+        @raise NoSuchResource: unknown vhost.
         """
         return self.tokens.issue(self.vhosts.resolve(vhost).path, uid, channels)
 
 
 # -- HTTP ------------------------------------------------------------------------
-
-
-class _HTTPError(Exception):
-    def __init__(self, code: int, message: str, headers=()):
-        Exception.__init__(self, message)
-        self.code = code
-        self.message = message
-        self.headers = headers
-
-
-_ENGINE_STATUS = (
-    (NoSuchResource, 404),
-    (InvalidName, 400),
-    (InvalidArgument, 400),
-    (Conflict, 409),
-    (Forbidden, 403),
-)
-
-
-def _statusOf(error: EngineError) -> int:
-    for kind, code in _ENGINE_STATUS:
-        if isinstance(error, kind):
-            return code
-    return 500
 
 
 def _splitPath(path: bytes):
@@ -412,7 +159,7 @@ def _splitPath(path: bytes):
     if len(segments) > 1 and segments[-1] == "":
         segments.pop()
     for i, segment in enumerate(segments):
-        if segment in _WORDS:
+        if segment in BACKEND_WORDS:
             return "/" + "/".join(segments[:i]), segments[i:]
     return "/" + "/".join(segments), []
 
@@ -424,7 +171,7 @@ def _queryArgument(request, name: bytes, default: str) -> str:
     try:
         return values[0].decode("utf-8")
     except UnicodeDecodeError:
-        raise _HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
+        raise HTTPError(400, f"The {name.decode()} parameter is not UTF-8.")
 
 
 def _isUpgrade(request) -> bool:
@@ -433,8 +180,35 @@ def _isUpgrade(request) -> bool:
     return upgrade is not None and upgrade.strip().lower() == b"websocket"
 
 
+#: Stands for the channel name in a route's shape.
+_CHANNEL = object()
+
+#: The routes after a vhost path: the shape of the segments (a channel name
+#: is L{_CHANNEL}) to the methods allowed, each with its handler's name, in
+#: the order the C{Allow} header of a 405 lists them. The hot route (POST
+#: .../channels/NAME/events) is also dispatched before this table is read.
+_ROUTES = {
+    ("channels",): {b"GET": "_listChannels"},
+    ("channels", _CHANNEL): {b"GET": "_getChannel", b"POST": "_openChannel", b"DELETE": "_closeChannel"},
+    ("channels", _CHANNEL, "events"): {b"POST": "_fire"},
+    ("token",): {b"GET": "_token"},
+    ("events",): {b"GET": "_events", b"POST": "_triggerWorkers"},
+}
+
+
+def _shape(rest):
+    """The key of L{_ROUTES} for the segments after a vhost path."""
+    if len(rest) >= 2 and rest[0] == "channels":
+        return ("channels", _CHANNEL, *rest[2:])
+    return tuple(rest)
+
+
 class BackendResource(Resource):
-    """The backend API's HTTP resource: a leaf that routes on the full path."""
+    """
+    The backend API's HTTP resource: a leaf that routes on the full path,
+    with the route table L{_ROUTES} (see C{docs/architecture.md} for why
+    this is not a Klein app).
+    """
 
     isLeaf = True
     log = Logger()
@@ -442,6 +216,7 @@ class BackendResource(Resource):
     def __init__(self, app: BackendApp, websocket: Optional[Resource] = None):
         Resource.__init__(self)
         self._app = app
+        self._channels = app.channels
         self._websocket = websocket
 
     def render(self, request):
@@ -461,10 +236,12 @@ class BackendResource(Resource):
     def _failed(self, failure, request):
         """@return: the C{(code, jsonBody, headers)} answering C{failure}."""
         e = failure.value
-        if isinstance(e, _HTTPError):
-            return (e.code, {"error": e.message}, e.headers)
+        answer = answerOf(e)
+        if answer is not None:
+            status, sentence, headers = answer
+            return (status, {"error": sentence}, headers)
         if isinstance(e, EngineError):
-            return (_statusOf(e), {"error": e.message}, ())
+            return (500, {"error": e.message}, ())
         self.log.failure("backend API request {method} {path} failed", failure, method=request.method, path=request.path)
         return (500, {"error": "The server failed to answer this request."}, ())
 
@@ -492,61 +269,51 @@ class BackendResource(Resource):
         vhost = app.vhosts.get(vhostPath) if vhostPath is not None else None
         if vhost is None:
             shown = vhostPath if vhostPath is not None else "in this request"
-            raise _HTTPError(404, f"There is no vhost {shown}.")
+            raise HTTPError(404, f"There is no vhost {shown}.")
         if not rest:
-            raise _HTTPError(404, f"{vhost.path} is a vhost: browsers connect to it with a WebSocket.")
+            raise HTTPError(404, f"{vhost.path} is a vhost: browsers connect to it with a WebSocket.")
         if request.getUser() != BACKEND_USER or not app.vhosts.checkToken(vhost.path, request.getPassword()):
-            raise _HTTPError(
+            raise HTTPError(
                 401,
                 f"Authenticate with user 'wr' and the access token of {vhost.path}.",
                 [(b"WWW-Authenticate", b'Basic realm="' + REALM + b'"')],
             )
         method = request.method
-        if rest == ["channels"]:
-            self._allow(request, b"GET")
-            return self._listChannels(vhost)
-        if len(rest) == 2 and rest[0] == "channels":
-            self._allow(request, b"GET", b"POST", b"DELETE")
-            return self._channel(method, vhost, rest[1])
-        if len(rest) == 3 and rest[0] == "channels" and rest[2] == "events":
-            self._allow(request, b"POST")
+        # The hot route, straight to its handler.
+        if method == b"POST" and len(rest) == 3 and rest[2] == "events" and rest[0] == "channels":
             return self._fire(request, vhost, rest[1])
-        if rest == ["token"]:
-            self._allow(request, b"GET")
-            return self._token(request, vhost)
-        if rest == ["events"]:
-            self._allow(request, b"GET", b"POST")
-            if method == b"POST":
-                return self._triggerWorkers(request, vhost)
-            return self._events(request, vhost)
-        raise _HTTPError(404, f"There is no resource {request.path.decode('ascii', 'replace')}.")
-
-    @staticmethod
-    def _allow(request, *methods):
-        if request.method not in methods:
-            raise _HTTPError(
+        methods = _ROUTES.get(_shape(rest))
+        if methods is None:
+            raise HTTPError(404, f"There is no resource {request.path.decode('ascii', 'replace')}.")
+        handler = methods.get(method)
+        if handler is None:
+            raise HTTPError(
                 405,
-                f"This resource does not allow {request.method.decode('ascii', 'replace')}.",
+                f"This resource does not allow {method.decode('ascii', 'replace')}.",
                 [(b"Allow", b", ".join(methods))],
             )
+        if len(rest) >= 2:
+            return getattr(self, handler)(request, vhost, rest[1])
+        return getattr(self, handler)(request, vhost)
 
-    def _listChannels(self, vhost):
-        d = self._app.listChannels(vhost)
+    def _listChannels(self, request, vhost):
+        d = self._app.channels.listChannels(vhost)
         d.addCallback(lambda channels: (200, {"channels": channels}, ()))
         return d
 
-    def _channel(self, method, vhost, name):
-        app = self._app
-        if method == b"GET":
-            d = app.getChannel(vhost, name)
-            d.addCallback(lambda channel: (200, channel, ()))
-            return d
-        if method == b"POST":
-            d = app.openChannel(vhost, name)
-            # The name is valid (so ASCII) once the channel is open.
-            d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
-            return d
-        d = app.closeChannel(vhost, name)
+    def _getChannel(self, request, vhost, name):
+        d = self._app.channels.getChannel(vhost, name)
+        d.addCallback(lambda channel: (200, channel, ()))
+        return d
+
+    def _openChannel(self, request, vhost, name):
+        d = self._app.channels.openChannel(vhost, name)
+        # The name is valid (so ASCII) once the channel is open.
+        d.addCallback(lambda _: (202, {}, [(b"Location", f"{vhost.path}/channels/{name}".encode("ascii"))]))
+        return d
+
+    def _closeChannel(self, request, vhost, name):
+        d = self._app.channels.closeChannel(vhost, name)
         d.addCallback(lambda _: (202, {}, ()))
         return d
 
@@ -555,7 +322,7 @@ class BackendResource(Resource):
             event, data = parseTrigger(request.content.read() if request.content is not None else b"")
         except InvalidArgument as e:
             return fail(e)
-        d = self._app.fire(vhost, channel, event, data)
+        d = self._channels.fire(vhost, channel, event, data)
         d.addCallback(lambda _: (202, {}, ()))
         return d
 

@@ -11,6 +11,14 @@ handled. L{Frontend.resource} is the twisted.web resource that takes a
 request's connection over; the backend API hands it the upgrade requests
 made to a bare vhost path.
 
+The parts it uses are given to it (L{rocketd.app} wires them): the
+channels, the browser tokens, the worker pool. What it offers the others
+is public: L{Frontend.channelClosed} (to observe the channels),
+L{Frontend.browsersOn} (to count a channel's subscribers),
+L{Frontend.slowClientsClosed} (for the admin API); and to its sessions,
+L{Frontend.subscribed}, L{Frontend.unsubscribed} and
+L{Frontend.disconnected}.
+
 Flow control: each connection writes through an L{Outbox} of at most
 C{sendQueue} bytes; a client that reads too slowly to keep it from
 overflowing is disconnected with close code 1008 and counted in
@@ -39,10 +47,10 @@ from rocketd.webrocket._fanout import ChannelFans
 from rocketd.webrocket.origins import OriginPolicy
 from rocketd.webrocket._outbox import Outbox
 from rocketd.webrocket._presence import ChannelKey, Presence
-from rocketd.webrocket._session import CLOSE_POLICY_VIOLATION, Session, Subscription
+from rocketd.webrocket._session import CLOSE_POLICY_VIOLATION, Link, Session, Subscription
 from rocketd.webrocket._static import staticResource
 from rocketd.webrocket._wire import CHANNEL_NOT_FOUND, FrontendError
-from rocketd.webrocket.backend import checkChannelName
+from rocketd.webrocket.channels import checkChannelName
 from rocketd.webrocket.vhosts import DELETED
 
 __all__ = ["Frontend", "FrontendFactory", "FrontendProtocol", "ClockTimer", "staticResource"]
@@ -108,10 +116,12 @@ class Frontend:
     """
     Every browser connection of the daemon.
 
-    @param engine: the L{rocketd.interfaces.IEngine}.
     @param vhosts: the L{rocketd.webrocket.vhosts.VhostRegistry}.
-    @param backend: the L{rocketd.webrocket.backend.BackendApp} (its
-        tokens, its workers, and it says when a channel closes).
+    @param channels: the L{rocketd.webrocket.channels.Channels}.
+    @param tokens: the L{rocketd.webrocket.tokens.TokenStore} the browsers'
+        tokens are consumed from.
+    @param workers: the L{rocketd.webrocket.workers.WorkerPool} browsers
+        trigger events to.
     @param clock: the reactor: time, and the WebSocket timers.
     @param sendQueue: the most bytes waiting for one slow connection.
     @param allowedOrigins: the origins whose pages may connect (see
@@ -135,9 +145,10 @@ class Frontend:
 
     def __init__(
         self,
-        engine,
         vhosts,
-        backend,
+        channels,
+        tokens,
+        workers,
         clock,
         sendQueue: int = 1048576,
         allowedOrigins: Iterable[str] = ("*",),
@@ -145,9 +156,10 @@ class Frontend:
         maxMessage: int = 1048576,
         coalescer: Optional[Coalescer] = None,
     ):
-        self.engine = engine
         self.vhosts = vhosts
-        self.backend = backend
+        self.channels = channels
+        self.tokens = tokens
+        self.workers = workers
         self.clock = clock
         self.sendQueue = sendQueue
         self.origins = OriginPolicy(allowedOrigins)
@@ -165,18 +177,7 @@ class Frontend:
         )
         self._sessions: Dict[str, Session] = {}
         self._subscribers: Dict[ChannelKey, Dict[str, Subscription]] = {}
-        backend.channelClosedObservers.append(self._channelClosed)
-        backend.subscriberCounters.append(self.fans.sinks)
-        backend.slowClientCounters.append(self.slowClientsClosed)
         vhosts.addObserver(self._vhostChanged)
-
-    @property
-    def tokens(self):
-        return self.backend.tokens
-
-    @property
-    def workers(self):
-        return self.backend.workers
 
     @property
     def connections(self) -> int:
@@ -232,7 +233,17 @@ class Frontend:
         """@return: how many clients of the vhost (a path) were closed because their send queue was full."""
         return self._overflowsByVhost.get(vhost, 0)
 
-    def _forgetSession(self, session: Session) -> None:
+    def browsersOn(self, feed) -> int:
+        """
+        @return: how many browsers of this process a channel's feed has (they
+            share one engine listener, so they are not among its joins).
+        """
+        return self.fans.sinks(feed)
+
+    # -- what sessions tell the frontend -------------------------------------------
+
+    def disconnected(self, session: Session) -> None:
+        """A session's connection is gone and its subscriptions dropped: forget it."""
         self._sessions.pop(session.sid, None)
         self.log.debug("{sid} disconnected from {vhost}", sid=session.sid, vhost=session.vhost.path)
 
@@ -251,20 +262,7 @@ class Frontend:
         @return: Deferred firing with the channel's fanout feed; fails with
             L{FrontendError} 454 when there is no such channel.
         """
-        d = self.engine.getDomain(vhost.domain)
-        d.addCallback(lambda domain: domain.getFeed(name))
-
-        def found(feed):
-            if feed.type != "fanout" or feed.isDefault:
-                raise FrontendError(CHANNEL_NOT_FOUND)
-            return feed
-
-        def missing(failure):
-            failure.trap(NoSuchResource)
-            raise FrontendError(CHANNEL_NOT_FOUND)
-
-        d.addCallbacks(found, missing)
-        return d
+        return self.channels.feed(vhost, name).addErrback(_noChannel)
 
     def publish(self, feed, message) -> Deferred:
         """
@@ -284,10 +282,12 @@ class Frontend:
         """@return: the sessions subscribed to a channel (by this process)."""
         return [s.session for s in self._subscribers.get((vhost, channel), {}).values()]
 
-    def _index(self, subscription: Subscription) -> None:
+    def subscribed(self, subscription: Subscription) -> None:
+        """A session subscribed to a channel: count it among the channel's subscribers."""
         self._subscribers.setdefault(subscription.key, {})[subscription.session.sid] = subscription
 
-    def _unindex(self, subscription: Subscription) -> None:
+    def unsubscribed(self, subscription: Subscription) -> None:
+        """A session's subscription is over (however it ended): forget it."""
         key = subscription.key
         subscribers = self._subscribers.get(key)
         if subscribers is not None and subscribers.get(subscription.session.sid) is subscription:
@@ -295,8 +295,11 @@ class Frontend:
             if not subscribers:
                 del self._subscribers[key]
 
-    def _channelClosed(self, vhost, name: str) -> None:
-        """The backend closed a channel: tell its subscribers, drop their subscriptions."""
+    def channelClosed(self, vhost, name: str) -> None:
+        """
+        A channel was closed (observes L{rocketd.webrocket.channels.Channels}):
+        tell its subscribers, drop their subscriptions.
+        """
         key = (vhost.path, name)
         subscriptions = self._subscribers.pop(key, {})
         self.presence.forget(key)
@@ -315,6 +318,11 @@ class Frontend:
         for session in self.sessions(vhost.path):
             session.close(CLOSE_GOING_AWAY, "The vhost was deleted.")
         self.presence.forgetVhost(vhost.path)
+
+
+def _noChannel(failure):
+    failure.trap(NoSuchResource)
+    raise FrontendError(CHANNEL_NOT_FOUND)
 
 
 class FrontendProtocol(WebSocketServerProtocol):
@@ -349,7 +357,6 @@ class FrontendProtocol(WebSocketServerProtocol):
         # fan-out into the outbox and from there to the socket, sent at
         # once when nothing waits before them (rocketd.http.directwrite).
         self.outbox = Outbox(directWriter(transport), frontend.sendQueue, self._overflowed)
-        self.send = self.outbox.send
         try:
             transport.registerProducer(self.outbox, True)
         except RuntimeError:
@@ -357,7 +364,8 @@ class FrontendProtocol(WebSocketServerProtocol):
             transport.unregisterProducer()
             transport.registerProducer(self.outbox, True)
         self._producing = True
-        self.session = frontend.connect(self._vhost, self)
+        # The session writes frames straight into the outbox.
+        self.session = frontend.connect(self._vhost, Link(self.outbox.send, self.close))
 
     _producing = False
 
@@ -370,15 +378,7 @@ class FrontendProtocol(WebSocketServerProtocol):
             self._producing = False
             self.transport.unregisterProducer()
 
-    # -- the link a session talks to ---------------------------------------
-
-    def send(self, frame: bytes) -> None:
-        """
-        Write a server frame, or queue it while the client is slow. (Once
-        open, the outbox's own C{send} replaces this method.)
-        """
-        if self.outbox is not None:
-            self.outbox.send(frame)
+    # -- how a session closes the connection ------------------------------------
 
     def close(self, code: int, reason: str) -> None:
         """

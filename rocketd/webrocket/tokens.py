@@ -19,6 +19,7 @@ from typing import Optional
 from twisted.logger import Logger
 
 from rocketd.errors import InvalidArgument
+from rocketd.webrocket.vhosts import DELETED, TOKEN_CHANGED
 
 #: The longest regular expression accepted (filters and channel patterns).
 MAX_PATTERN_LENGTH = 1024
@@ -140,6 +141,15 @@ class TokenStore:
         """Forget every token issued for C{vhost} (deleted or re-tokened)."""
         for token in [t for t, (_, grant) in self._tokens.items() if grant.vhost == vhost]:
             del self._tokens[token]
+
+    def vhostChanged(self, event: str, vhost) -> None:
+        """
+        The observer to register with the vhost registry
+        (L{rocketd.webrocket.vhosts.VhostRegistry.addObserver}): a vhost
+        deleted or given a new access token voids its browser tokens.
+        """
+        if event in (DELETED, TOKEN_CHANGED):
+            self.discardVhost(vhost.path)
 
     def _sweep(self) -> None:
         now = self._clock.seconds()

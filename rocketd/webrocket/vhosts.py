@@ -24,16 +24,11 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 
 from rocketd.errors import Conflict, Forbidden, InvalidArgument, InvalidName, NoSuchResource
+from rocketd.http.paths import RESERVED_PREFIXES, RESERVED_SEGMENTS
 
-#: A vhost path: one or more segments of C{[A-Za-z0-9_-]}.
+#: A vhost path: one or more segments of C{[A-Za-z0-9_-]}; the reserved
+#: first segments and words are L{rocketd.http.paths}'.
 VHOST_PATH = re.compile(r"/[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
-#: First segments that belong to other parts of the daemon (compared
-#: case-insensitively).
-RESERVED_PREFIXES = frozenset({"restms", "admin", "metrics", "static"})
-#: Segments that the backend API (and the admin API: C{workers}) puts after
-#: a vhost path; a vhost path containing one would make request paths
-#: ambiguous (compared case-insensitively).
-RESERVED_SEGMENTS = frozenset({"channels", "token", "events", "workers"})
 #: The longest vhost path accepted.
 MAX_PATH_LENGTH = 512
 #: An access token: 40 lowercase hex digits.
