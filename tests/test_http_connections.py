@@ -176,6 +176,52 @@ class HeadDeadlineTests(TestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(parseResponse(transport.value())[0], 408)
 
+    def test_pipelinedHeadWithoutTheLineBuffer(self):
+        """
+        Where Twisted keeps no C{_buffer} (the check at import), a pipelined
+        request is still served; its head's deadline starts with its next
+        bytes.
+        """
+        self.patch(connections, "LINE_BUFFER_PRIVATE", False)
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET + b"GET /hel")
+        self.assertIn(b"200 OK", transport.value())
+        transport.clear()
+        self.clock.advance(HEAD_TIMEOUT * 2)
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"lo HTTP/1.1\r\nHost: x\r\n")
+        self.clock.advance(HEAD_TIMEOUT)
+        self.assertEqual(parseResponse(transport.value())[0], 408)
+
+    def test_withoutTwistedsHTTP2Wrapper(self):
+        """
+        Where Twisted has no C{_GenericHTTPChannelProtocol} (the check at
+        import), the site's protocol is the channel itself, with its deadline.
+        """
+        self.patch(connections, "_GenericHTTPChannelProtocol", None)
+        protocol, transport = self.connect()
+        self.assertIsInstance(protocol, connections.HeadDeadlineChannel)
+        protocol.dataReceived(GET)
+        self.assertIn(b"200 OK", transport.value())
+        protocol.dataReceived(b"GET")
+        self.clock.advance(HEAD_TIMEOUT)
+        self.assertIn(b"408", transport.value())
+
+    def test_408ThenAbortIsOurs(self):
+        """
+        The abort after a 408 nobody reads is a call of the channel's own,
+        cancelled when the connection goes.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET")
+        self.clock.advance(HEAD_TIMEOUT)
+        self.assertTrue(transport.disconnecting)
+        abort = protocol._channel._headAbort
+        self.assertTrue(abort.active())
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(abort.active())
+        self.assertIsNone(protocol._channel._headAbort)
+
     def test_streamNotCut(self):
         """A response that stays open (a stream) is not cut by the deadline of its head."""
         protocol, transport = self.connect()
@@ -514,6 +560,19 @@ class BacklogTests(TestCase):
             ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
         ):
             self.assertEqual(withBacklog(given, 77), expected)
+
+    def test_splitDescription(self):
+        """Endpoint strings are split as Twisted's own parser splits them."""
+        for given, expected in (
+            ("tcp:8080", (["tcp", "8080"], {})),
+            (r"tcp6:8080:interface=\:\:1", (["tcp6", "8080"], {"interface": "::1"})),
+            (r"ssl:8443:privateKey=k.pem:extra=a\=b", (["ssl", "8443"], {"privateKey": "k.pem", "extra": "a=b"})),
+            ("unix:/run/r.sock:mode=660", (["unix", "/run/r.sock"], {"mode": "660"})),
+            ("tcp:8080:127.0.0.1:5", (["tcp", "8080", "127.0.0.1", "5"], {})),
+            ("a=b=c:x", (["x"], {"a": "b=c"})),
+            (r"x:\\y", (["x", "\\y"], {})),
+        ):
+            self.assertEqual(connections.splitDescription(given), expected, given)
 
     def test_boundedBySomaxconn(self):
         path = self.mktemp()

@@ -36,11 +36,17 @@ from __future__ import annotations
 import resource
 from typing import Callable, Optional, Sequence, Tuple
 
-from twisted.internet.endpoints import _parse
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
+
+try:
+    # Twisted's wrapper that would switch a channel to HTTP/2 when TLS
+    # negotiates it (private; checked here, once).
+    from twisted.web.http import _GenericHTTPChannelProtocol
+except ImportError:  # pragma: no cover - a Twisted without it
+    _GenericHTTPChannelProtocol = None
 
 #: The listen queue asked for when an endpoint string names none.
 DEFAULT_BACKLOG = 1024
@@ -67,6 +73,12 @@ RESPONSE_408 = (
     b"Connection: close\r\n"
     b"\r\n" % (len(_BODY_408),)
 ) + _BODY_408
+
+#: Whether this Twisted's L{HTTPChannel} keeps the bytes after a request's
+#: end in C{_buffer} (private, from L{twisted.protocols.basic.LineReceiver}),
+#: where a pipelined request's head waits: checked here, once. Without it,
+#: a pipelined head's deadline starts only with its next bytes.
+LINE_BUFFER_PRIVATE = isinstance(getattr(HTTPChannel, "_buffer", None), bytes)
 
 # Where a connection is in its current request.
 _IDLE, _HEAD, _AFTER_HEAD = "idle", "head", "after head"
@@ -95,6 +107,7 @@ class HeadDeadlineChannel(HTTPChannel):
     _phase = _IDLE
     _headCall = None
     _headBytes = False
+    _headAbort = None
     _waiting = None
 
     def connectionMade(self):
@@ -120,13 +133,17 @@ class HeadDeadlineChannel(HTTPChannel):
         # Buffered bytes of a pipelined request come back through
         # dataReceived, and start the next head's clock there.
         HTTPChannel.requestDone(self, request)
-        if self._phase == _IDLE and self._buffer and self.persistent:
+        if self._phase == _IDLE and self.persistent and LINE_BUFFER_PRIVATE and self._buffer:
             # The next request's first bytes came in the same read as the
             # end of this one, and are waiting in the line buffer.
             self._startHead(received=True)
 
     def connectionLost(self, reason):
         self._stopHead()
+        if self._headAbort is not None:
+            if self._headAbort.active():
+                self._headAbort.cancel()
+            self._headAbort = None
         HTTPChannel.connectionLost(self, reason)
 
     def _startHead(self, received: bool) -> None:
@@ -179,8 +196,15 @@ class HeadDeadlineChannel(HTTPChannel):
         if self._headBytes:
             transport.write(RESPONSE_408)
         if self.abortTimeout is not None:
-            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+            # As twisted.web's own idle timeout does, with a call of our own.
+            self._headAbort = self.callLater(self.abortTimeout, self._abortAfterHeadTimeout)
         self.loseConnection()
+
+    def _abortAfterHeadTimeout(self) -> None:
+        """The client did not let the 408 out in time: drop the connection."""
+        self._headAbort = None
+        if self.transport is not None:
+            self.transport.abortConnection()
 
 
 class WaitingHeads:
@@ -239,6 +263,8 @@ def headDeadlineProtocol(factory=None):
     (which would switch to HTTP/2 when TLS negotiates it) around a
     L{HeadDeadlineChannel}.
     """
+    if _GenericHTTPChannelProtocol is None:
+        return HeadDeadlineChannel()
     return _GenericHTTPChannelProtocol(HeadDeadlineChannel())
 
 
@@ -438,6 +464,44 @@ def listenBacklog(wanted: int = DEFAULT_BACKLOG, somaxconn: str = SOMAXCONN) -> 
 _BACKLOG_POSITION = {"tcp": 3, "tcp6": 2, "unix": 3, "ssl": 6}
 
 
+def splitDescription(description: str) -> Tuple[list, dict]:
+    """
+    Split an endpoint string as L{twisted.internet.endpoints} reads it:
+    parts separated by C{:}, a part with C{=} a keyword argument (split at
+    its first C{=}), a backslash making the next character plain.
+
+    @return: C{(args, kwargs)}, the endpoint type first in C{args}.
+    """
+    args: list = []
+    kwargs: dict = {}
+    part: list = []
+    equals = None
+    escaped = False
+
+    def end() -> None:
+        text = "".join(part)
+        if equals is None:
+            args.append(text)
+        else:
+            kwargs[text[:equals]] = text[equals + 1 :]
+
+    for char in description:
+        if escaped:
+            part.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            end()
+            part, equals = [], None
+        else:
+            if char == "=" and equals is None:
+                equals = len(part)
+            part.append(char)
+    end()
+    return args, kwargs
+
+
 def withBacklog(description: str, backlog: int) -> str:
     """
     @param description: a server endpoint string.
@@ -445,7 +509,7 @@ def withBacklog(description: str, backlog: int) -> str:
         C{tcp}, C{tcp6}, C{unix} or C{ssl} endpoint that names no backlog;
         otherwise C{description} as it is.
     """
-    args, kwargs = _parse(description)
+    args, kwargs = splitDescription(description)
     position = _BACKLOG_POSITION.get(args[0] if args else None)
     if position is None or "backlog" in kwargs or len(args) > position:
         return description
