@@ -133,7 +133,7 @@ class BacklogTests(EngineTestMixin, SynchronousTestCase):
         self.successResultOf(pipe.join(feed))
         self.assertEqual(self.held(pipe), ["young"])
         # No backlog timer is left (the drop warning's waits out its minute).
-        self.assertEqual([c.func for c in self.clock.getDelayedCalls()], [engine._feedDrops._due])
+        self.assertEqual([c.func for c in self.clock.getDelayedCalls()], [engine.core.feedDrops._due])
         self.clock.advance(60)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
