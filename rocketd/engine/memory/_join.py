@@ -16,7 +16,7 @@ from rocketd.errors import Forbidden, InvalidArgument, NoSuchResource
 from rocketd.interfaces import IJoin
 
 
-def checkRequest(pipe, feed, address, headers, predicate) -> dict:
+def checkJoin(pipe, feed, address, headers, predicate) -> dict:
     """
     Check a pipe's request to join a feed (L{rocketd.interfaces.IPipe.join}).
 
@@ -43,12 +43,12 @@ def checkRequest(pipe, feed, address, headers, predicate) -> dict:
     return dict(headers)
 
 
-def keyOf(feed, address, headers):
+def joinKey(feed, address, headers):
     """What makes two joins of a pipe without predicates the same join."""
     return (feed, address, tuple(sorted(headers.items())))
 
 
-def make(pipe, feed, address, headers, predicate, isDefault=False):
+def newJoin(pipe, feed, address, headers, predicate, isDefault=False):
     """A new join (not linked yet); a bad topic pattern is L{InvalidArgument}."""
     try:
         return Join(pipe, feed, address, headers, predicate, isDefault)
@@ -61,7 +61,7 @@ class Join:
     """
     A pipe's join onto a feed.
 
-    Engine-internal: C{core}, C{deleted}, C{key} (see L{keyOf}; None with a
+    Engine-internal: C{core}, C{deleted}, C{key} (see L{joinKey}; None with a
     predicate), the routers' C{words}, C{selector} and C{matchAny} (see
     L{rocketd.engine.memory._routers}), L{takes} (the rotation's), L{emit},
     L{detach}.
@@ -83,7 +83,7 @@ class Join:
         self.deleted = False
         self.selector = tuple(sorted((k, v) for k, v in headers.items() if k != "x-match"))
         self.matchAny = headers.get("x-match") == "any"
-        self.key = None if predicate is not None else keyOf(feed, address, headers)
+        self.key = None if predicate is not None else joinKey(feed, address, headers)
         self.words = None
         if feed.type in ("topic", "system") or (feed.type in ROTATING and address not in ANY_ADDRESS):
             self.words = parsePattern(address)

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rocketd.engine.memory import _join
+from rocketd.engine.memory._join import Join, checkJoin, joinKey, newJoin
 from rocketd.engine.memory._core import Resource, bracket, operation
 from rocketd.engine.memory._held import HeldMessage
 from rocketd.errors import Conflict, InvalidArgument, NoSuchResource
@@ -90,8 +90,8 @@ class Pipe(Resource):
         # arrival on (an idle pipe, a browser's stream, costs no deque).
         self._order = _NO_ORDER
         self._sequence = 0
-        self._joins: Dict[_join.Join, None] = {}
-        self._joinKeys: Dict[tuple, _join.Join] = {}
+        self._joins: Dict[Join, None] = {}
+        self._joinKeys: Dict[tuple, Join] = {}
         self._waiters: Dict[str, list] = {}
         self._waiting = 0
         self._consumer: Optional[Consumption] = None
@@ -295,12 +295,12 @@ class Pipe(Resource):
     @operation
     def join(self, feed, address="*", headers=None, predicate=None):
         self._checkLive()
-        headers = _join.checkRequest(self, feed, address, headers, predicate)
+        headers = checkJoin(self, feed, address, headers, predicate)
         if predicate is None:
-            existing = self._joinKeys.get(_join.keyOf(feed, address, headers))
+            existing = self._joinKeys.get(joinKey(feed, address, headers))
             if existing is not None:
                 return (existing, False)
-        join = _join.make(self, feed, address, headers, predicate)
+        join = newJoin(self, feed, address, headers, predicate)
         self.attach(join)
         join.emit("created")
         if feed.rotation is not None:
