@@ -16,9 +16,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rocketd.engine.memory._join import Join, checkJoin, joinKey, newJoin
 from rocketd.engine.memory._core import Resource, bracket, operation
 from rocketd.engine.memory._held import HeldMessage
+from rocketd.engine.memory._join import Join, checkJoin, joinKey, newJoin
 from rocketd.errors import Conflict, InvalidArgument, NoSuchResource
 from rocketd.interfaces import IPipe
 
