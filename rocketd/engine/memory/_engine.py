@@ -33,6 +33,8 @@ class MemoryEngine:
     @ivar stats: counters since start: C{published} (messages published to
         feeds by clients), C{delivered} (messages put in pipes), C{dropped}
         (messages dropped by pipe depth or feed backlog limits).
+
+    Engine-internal: C{core}, the L{Core} its resources share.
     """
 
     def __init__(
