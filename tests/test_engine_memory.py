@@ -535,6 +535,27 @@ class ConsumeTests(EngineTestMixin, SynchronousTestCase):
         self.successResultOf(pipe.consume(lambda h: self.got.append(h.message.address)))
         self.assertEqual(self.got, ["1", "1", "2"])
 
+    def test_resumeEndsLikeAnOperation(self):
+        """
+        resume() runs in the operation bracket: what the pipe pulls while it
+        delivers is served before it returns, and nothing is left pending.
+        """
+        rotator = self.feed("rotator", "r")
+        pipe = self.pipe("ondemand")
+        self.successResultOf(pipe.join(rotator))
+        self.publish(rotator, "1", "2", "3")
+        answers = [False]
+
+        def consumer(held):
+            self.got.append(held.message.address)
+            return answers.pop() if answers else None
+
+        handle = self.successResultOf(pipe.consume(consumer))
+        self.assertEqual(self.got, ["1"])
+        handle.resume()
+        self.assertEqual(self.got, ["1", "1", "2", "3"])
+        self.assertEqual(list(self.engine.core.pending), [])
+
 
 class ListenTests(EngineTestMixin, SynchronousTestCase):
     def setUp(self):
