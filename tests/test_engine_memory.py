@@ -133,7 +133,7 @@ class BacklogTests(EngineTestMixin, SynchronousTestCase):
         self.successResultOf(pipe.join(feed))
         self.assertEqual(self.held(pipe), ["young"])
         # No backlog timer is left (the drop warning's waits out its minute).
-        self.assertEqual([c.func for c in self.clock.getDelayedCalls()], [engine._feedDrops._due])
+        self.assertEqual([c.func for c in self.clock.getDelayedCalls()], [engine.core.feedDrops._due])
         self.clock.advance(60)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -534,6 +534,27 @@ class ConsumeTests(EngineTestMixin, SynchronousTestCase):
         handle.stop()
         self.successResultOf(pipe.consume(lambda h: self.got.append(h.message.address)))
         self.assertEqual(self.got, ["1", "1", "2"])
+
+    def test_resumeEndsLikeAnOperation(self):
+        """
+        resume() runs in the operation bracket: what the pipe pulls while it
+        delivers is served before it returns, and nothing is left pending.
+        """
+        rotator = self.feed("rotator", "r")
+        pipe = self.pipe("ondemand")
+        self.successResultOf(pipe.join(rotator))
+        self.publish(rotator, "1", "2", "3")
+        answers = [False]
+
+        def consumer(held):
+            self.got.append(held.message.address)
+            return answers.pop() if answers else None
+
+        handle = self.successResultOf(pipe.consume(consumer))
+        self.assertEqual(self.got, ["1"])
+        handle.resume()
+        self.assertEqual(self.got, ["1", "1", "2", "3"])
+        self.assertEqual(list(self.engine.core.pending), [])
 
 
 class ListenTests(EngineTestMixin, SynchronousTestCase):

@@ -46,6 +46,12 @@ def importsOf(path: Path):
                 yield node.module
 
 
+def isEnginePrivate(name: str) -> bool:
+    """Whether a module name is a private module of the engine (a part starting with C{_})."""
+    parts = name.split(".")
+    return parts[:2] == ["rocketd", "engine"] and any(part.startswith("_") for part in parts[2:])
+
+
 class LayeringTests(TestCase):
     def test_importsFollowTheRules(self):
         broken = []
@@ -120,13 +126,61 @@ class LayeringTests(TestCase):
         self.assertEqual(broken, [])
 
     def test_privateModulesStayInTheirPackage(self):
-        """A C{_module} of a package is imported only from inside that package."""
+        """
+        A C{_module} of a package is imported only from inside that package
+        (its subpackages included: the embedded engine's modules use
+        C{rocketd.engine._topic}).
+        """
         broken = []
         for path in sorted(PACKAGE.rglob("*.py")):
             package = ".".join(path.relative_to(PACKAGE.parent).parts[:-1])
             for name in importsOf(path):
                 parts = (name or "").split(".")
                 private = next((i for i, part in enumerate(parts) if part.startswith("_") and part != "__future__"), None)
-                if parts[0] == "rocketd" and private is not None and package != ".".join(parts[:private]):
+                owner = ".".join(parts[:private]) if private is not None else None
+                if parts[0] == "rocketd" and owner is not None and not (package + ".").startswith(owner + "."):
                     broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
+    def test_engineModulesAreItsOwn(self):
+        """
+        Outside rocketd.engine, code imports only the engine's public
+        modules (rocketd.engine.memory, rocketd.engine.message), never the
+        modules of its resources: a second engine or a journal may change them.
+        """
+        broken = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            if (PACKAGE / "engine") in path.parents:
+                continue
+            for name in importsOf(path):
+                if name and isEnginePrivate(name):
+                    broken.append(f"{path.relative_to(PACKAGE.parent)} imports {name}")
+        self.assertEqual(broken, [])
+
+    def test_enginePrivateNames(self):
+        """The rule above tells the engine's private modules from its public ones."""
+        self.assertTrue(isEnginePrivate("rocketd.engine.memory._pipe"))
+        self.assertTrue(isEnginePrivate("rocketd.engine._topic"))
+        self.assertFalse(isEnginePrivate("rocketd.engine.memory"))
+        self.assertFalse(isEnginePrivate("rocketd.engine.message"))
+        self.assertFalse(isEnginePrivate("rocketd.restms._streams"))
+
+    def test_engineModulesImportOneWay(self):
+        """
+        The embedded engine's modules import only modules below them in
+        docs/architecture.md's order, so each reads knowing only those.
+        """
+        order = ["_core", "_staging", "_rotation", "_routers", "_feed", "_join", "_held", "_pipe", "_domain",
+                 "_engine", "__init__"]
+        package = PACKAGE / "engine" / "memory"
+        self.assertEqual(sorted(p.stem for p in package.glob("*.py")), sorted(order))
+        broken = []
+        for rank, stem in enumerate(order):
+            for name in importsOf(package / f"{stem}.py"):
+                if name and name.startswith("rocketd.engine.memory."):
+                    imported = name.rsplit(".", 1)[1]
+                    if imported not in order[:rank]:
+                        broken.append(f"{stem} imports {imported}")
+                elif name == "rocketd.engine.memory" and stem != "__init__":
+                    broken.append(f"{stem} imports the package")
         self.assertEqual(broken, [])

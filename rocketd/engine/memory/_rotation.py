@@ -7,12 +7,36 @@ join. So a new message never waits behind the backlog when some join can
 take it, and the backlog is only worth scanning for a join that has just
 appeared or just become ready (L{Rotation.drainFor}).
 
-A join given to a rotation has C{pipe} (with C{_ready()} and
-C{_arrive(message, now)}) and C{_takes(message)} (address and predicate).
+A rotation calls into joins and pipes only through the two protocols
+below (L{Taker}, L{Receiver}), and into its feed only through the C{onDrop}
+callable it is given.
 """
 
 from collections import deque
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
+
+
+class Receiver(Protocol):
+    """A pipe as a rotation sees it."""
+
+    def ready(self) -> bool:
+        """
+        Whether the pipe may be handed a message now (an ondemand pipe
+        takes one only when someone waits for it and it holds none).
+        """
+
+    def arrive(self, message, now: float) -> None:
+        """Hold a message handed by the rotation (C{now}: the time it arrives)."""
+
+
+class Taker(Protocol):
+    """A join as a rotation sees it."""
+
+    #: The join's pipe.
+    pipe: Receiver
+
+    def takes(self, message) -> bool:
+        """Whether the join's address and predicate take the message."""
 
 
 class Rotation:
@@ -38,10 +62,10 @@ class Rotation:
         self.backlog = deque()
         self._timer = None
 
-    def add(self, join):
+    def add(self, join: Taker):
         self.joins.append(join)
 
-    def remove(self, join):
+    def remove(self, join: Taker):
         try:
             i = self.joins.index(join)
         except ValueError:
@@ -50,7 +74,7 @@ class Rotation:
         if i < self._cursor:
             self._cursor -= 1
 
-    def pick(self, message):
+    def pick(self, message) -> Optional[Taker]:
         """
         @return: the next join, round-robin from the last one used, whose
             pipe is ready and which takes the message; or None.
@@ -67,7 +91,7 @@ class Rotation:
             if i >= n:
                 i -= n
             join = joins[i]
-            if join.pipe._ready() and join._takes(message):
+            if join.pipe.ready() and join.takes(message):
                 self._cursor = i + 1
                 return join
         return None
@@ -85,7 +109,7 @@ class Rotation:
         if self.age is not None and self._timer is None:
             self._schedule()
 
-    def drainFor(self, join, now: float) -> int:
+    def drainFor(self, join: Taker, now: float) -> int:
         """
         Hand the backlog's messages that C{join} takes to its pipe, oldest
         first, while the pipe stays ready.
@@ -100,12 +124,12 @@ class Rotation:
         kept = deque()
         delivered = 0
         while backlog:
-            if not pipe._ready():
+            if not pipe.ready():
                 kept.extend(backlog)
                 break
             entry = backlog.popleft()
-            if join._takes(entry[0]):
-                pipe._arrive(entry[0], now)
+            if join.takes(entry[0]):
+                pipe.arrive(entry[0], now)
                 delivered += 1
             else:
                 kept.append(entry)

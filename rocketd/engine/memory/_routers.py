@@ -8,16 +8,27 @@ headers, the joins that share at least one header with the message). The
 join's predicate is applied by the feed afterwards. The iterable may be a
 live view: the caller must not add or remove joins while iterating it.
 
-A join given to a router has C{address}, C{_words} (the parsed topic
-pattern), C{_selector} (the header items to match, C{x-match} left out) and
-C{_matchAny}.
+A router reads a join only through the L{Routed} protocol.
 """
 
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional, Protocol
 
 from rocketd.engine._topic import TopicTrie, splitWords
 
 _MISSING = object()
+
+
+class Routed(Protocol):
+    """A join as a router sees it (read-only, fixed for the join's life)."""
+
+    #: The join's address (a direct feed's key).
+    address: str
+    #: The parsed topic pattern (its words; topic and system feeds), else None.
+    words: Optional[list]
+    #: The header items to match, sorted, C{x-match} left out.
+    selector: tuple
+    #: True when one matching header item is enough (C{x-match: any}).
+    matchAny: bool
 
 
 class FanoutRouter:
@@ -80,10 +91,10 @@ class TopicRouter:
         self._trie = TopicTrie()
 
     def add(self, join):
-        self._trie.add(join._words, join)
+        self._trie.add(join.words, join)
 
     def remove(self, join):
-        self._trie.remove(join._words, join)
+        self._trie.remove(join.words, join)
 
     def match(self, message) -> Iterable:
         return self._trie.match(splitWords(message.address))
@@ -121,15 +132,15 @@ class HeadersRouter:
         self._everything: Dict[object, None] = {}
 
     def _keys(self, join):
-        if not join._selector:
+        if not join.selector:
             return ()
-        if join._matchAny:
-            return join._selector
-        return join._selector[:1]
+        if join.matchAny:
+            return join.selector
+        return join.selector[:1]
 
     def add(self, join):
-        if not join._selector:
-            if not join._matchAny:
+        if not join.selector:
+            if not join.matchAny:
                 self._everything[join] = None
             return
         for key in self._keys(join):
@@ -157,7 +168,7 @@ class HeadersRouter:
                 continue
             if bucket:
                 for join in bucket:
-                    if join not in out and (join._matchAny or headersMatch(join._selector, False, headers)):
+                    if join not in out and (join.matchAny or headersMatch(join.selector, False, headers)):
                         out[join] = None
         return out
 

@@ -1,0 +1,132 @@
+"""
+A join: a pipe's subscription to a feed. It checks a pipe's join request,
+keeps what the routers and the rotation match on (the parsed topic
+pattern, the header selector), links itself into its pipe and feed, and
+publishes its lifecycle events.
+"""
+
+from __future__ import annotations
+
+from zope.interface import implementer
+
+from rocketd.engine._topic import BadPattern, parsePattern, splitWords, topicMatches
+from rocketd.engine.memory._core import ANY_ADDRESS, ROTATING, accepts, operation
+from rocketd.engine.memory._feed import Feed
+from rocketd.errors import Forbidden, InvalidArgument, NoSuchResource
+from rocketd.interfaces import IJoin
+
+
+def checkJoin(pipe, feed, address, headers, predicate) -> dict:
+    """
+    Check a pipe's request to join a feed (L{rocketd.interfaces.IPipe.join}).
+
+    @return: a copy of the headers.
+    """
+    if not isinstance(feed, Feed) or feed.core is not pipe.core:
+        raise InvalidArgument("A pipe joins a feed of the same engine.")
+    if feed.deleted:
+        raise NoSuchResource("The feed was deleted.")
+    if feed.isDefault:
+        raise Forbidden("Nothing can join the default feed but the pipes' own default joins.")
+    if pipe.type == "ondemand" and feed.type not in ROTATING:
+        raise Forbidden("An ondemand pipe can only join rotator and service feeds.")
+    if not isinstance(address, str):
+        raise InvalidArgument("A join address must be a string.")
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise InvalidArgument("Join headers must map strings to strings.")
+    if headers.get("x-match", "all") not in ("all", "any"):
+        raise InvalidArgument("The x-match header must be 'all' or 'any'.")
+    if predicate is not None and not callable(predicate):
+        raise InvalidArgument("A join predicate must be callable.")
+    return dict(headers)
+
+
+def joinKey(feed, address, headers):
+    """What makes two joins of a pipe without predicates the same join."""
+    return (feed, address, tuple(sorted(headers.items())))
+
+
+def newJoin(pipe, feed, address, headers, predicate, isDefault=False):
+    """A new join (not linked yet); a bad topic pattern is L{InvalidArgument}."""
+    try:
+        return Join(pipe, feed, address, headers, predicate, isDefault)
+    except BadPattern as e:
+        raise InvalidArgument(str(e))
+
+
+@implementer(IJoin)
+class Join:
+    """
+    A pipe's join onto a feed.
+
+    Engine-internal: C{core}, C{deleted}, C{key} (see L{joinKey}; None with a
+    predicate), the routers' C{words}, C{selector} and C{matchAny} (see
+    L{rocketd.engine.memory._routers}), L{takes} (the rotation's), L{emit},
+    L{detach}.
+    """
+
+    version = 1
+
+    def __init__(self, pipe, feed, address, headers, predicate, isDefault=False):
+        core = pipe.core
+        self.core = core
+        self.hash = core.drawHash()
+        self.pipe = pipe
+        self.feed = feed
+        self.address = address
+        self.headers = headers
+        self.predicate = predicate
+        self.isDefault = isDefault
+        self.created = self.modified = core.clock.seconds()
+        self.deleted = False
+        self.selector = tuple(sorted((k, v) for k, v in headers.items() if k != "x-match"))
+        self.matchAny = headers.get("x-match") == "any"
+        self.key = None if predicate is not None else joinKey(feed, address, headers)
+        self.words = None
+        if feed.type in ("topic", "system") or (feed.type in ROTATING and address not in ANY_ADDRESS):
+            self.words = parsePattern(address)
+
+    def __repr__(self):
+        return f"<Join {self.hash} {self.pipe!r} -> {self.feed!r} {self.address!r}>"
+
+    def takes(self, message) -> bool:
+        """A rotator or service feed's test: address, then predicate."""
+        if self.words is not None and not topicMatches(self.words, splitWords(message.address)):
+            return False
+        return self.predicate is None or accepts(self, message)
+
+    def _eventHeaders(self):
+        return {
+            "hash": self.hash,
+            "name": self.address,
+            "feed": self.feed.hash,
+            "pipe": self.pipe.hash,
+        }
+
+    def emit(self, event):
+        """Publish a lifecycle event into the system feeds of the pipe's and the feed's domains."""
+        headers = self._eventHeaders()
+        pipeDomain, feedDomain = self.pipe.home, self.feed.home
+        pipeDomain.emit("join", event, headers)
+        if feedDomain is not pipeDomain:
+            feedDomain.emit("join", event, headers)
+
+    def detach(self):
+        """Unlink the join from its pipe and feed (a service feed left with no join goes)."""
+        if self.deleted:
+            return
+        self.deleted = True
+        feed = self.feed
+        feed.removeJoin(self)
+        self.pipe.forgetJoin(self)
+        self.core.registry.pop(self.hash, None)
+        self.emit("deleted")
+        feed.reap()
+
+    @operation
+    def delete(self):
+        if self.isDefault:
+            raise Forbidden("A pipe's default join can't be deleted.")
+        self.detach()
