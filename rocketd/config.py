@@ -105,7 +105,7 @@ class Config:
     log_level: str = "info"
     access_log: str = ""
     head_timeout: float = 10.0
-    max_connections: int = 4096
+    max_connections: int = 16384
 
 
 #: Where each setting lives in the file: section -> key -> field name

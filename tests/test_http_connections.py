@@ -664,7 +664,7 @@ class ConfigTests(TestCase):
     def test_keys(self):
         config = loadConfig(None, {"head_timeout": "2.5", "max_connections": "100"})
         self.assertEqual((config.head_timeout, config.max_connections), (2.5, 100))
-        self.assertEqual((Config().head_timeout, Config().max_connections), (10.0, 4096))
+        self.assertEqual((Config().head_timeout, Config().max_connections), (10.0, 16384))
         for bad in ({"head_timeout": "0"}, {"max_connections": "0"}, {"max_connections": "many"}):
             self.assertRaises(ConfigError, loadConfig, None, bad)
 
