@@ -259,6 +259,21 @@ class Recorder(Protocol):
         self.lost = reason
 
 
+def accept(factory):
+    """
+    A new connection accepted by C{factory} over a memory transport.
+
+    @return: C{(protocol, transport)}, or None if the factory refused it.
+    """
+    protocol = factory.buildProtocol(PEER)
+    if protocol is None:
+        return None
+    transport = StringTransport(peerAddress=PEER)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
 class ConnectionLimitTests(TestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
@@ -269,13 +284,8 @@ class ConnectionLimitTests(TestCase):
         self.addCleanup(self.factory.doStop)
 
     def connect(self):
-        protocol = self.factory.buildProtocol(PEER)
-        if protocol is None:
-            return None
-        transport = StringTransport(peerAddress=PEER)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        return protocol
+        connection = accept(self.factory)
+        return connection and connection[0]
 
     def test_beyondTheCap(self):
         """
@@ -398,13 +408,7 @@ class EvictionTests(TestCase):
 
     def connect(self):
         """@return: (protocol, transport), or None if refused."""
-        protocol = self.factory.buildProtocol(PEER)
-        if protocol is None:
-            return None
-        transport = StringTransport(peerAddress=PEER)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return accept(self.factory)
 
     def lose(self, connection):
         """The reactor tells an aborted connection's protocol it is gone."""
