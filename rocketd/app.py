@@ -203,13 +203,19 @@ class Rocketd:
 
     def start(self):
         """
-        Prepare what must exist before the listeners open (the default
-        domain, the persisted vhosts).
+        Start the engine, then prepare what must exist before the
+        listeners open (the default domain, the persisted vhosts).
 
         @return: Deferred firing when ready.
         """
-        ds = [self.engine.createDomain(DEFAULT_DOMAIN, "Default domain"), self.vhosts.load()]
-        return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+
+        def prepare(_):
+            ds = [self.engine.createDomain(DEFAULT_DOMAIN, "Default domain"), self.vhosts.load()]
+            return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+
+        # A failure of either step is a FirstError: one sentence (see _RocketdService).
+        started = DeferredList([self.engine.start()], fireOnOneErrback=True, consumeErrors=True)
+        return started.addCallback(prepare)
 
     def site(self):
         return self._site(self.root, _internalError)

@@ -7,6 +7,12 @@ else. Every operation returns a L{Deferred}, even where the embedded engine
 could answer at once, so that a networked engine implements the same
 contract. Failures are the exceptions of L{rocketd.errors}.
 
+The contract holds for an engine that spans processes, so everything that
+crosses it is data: a join's predicate is a value of
+L{rocketd.engine.predicates} (never a callable), a message is a
+L{rocketd.engine.message.Message} whose C{cache} stays in the process that
+filled it, and an engine is usable only once L{IEngine.start} has fired.
+
 Vocabulary (RestMS's): a I{domain} groups feeds and pipes; a I{feed} routes
 the messages published to it; a I{pipe} holds the messages routed to it; a
 I{join} connects a pipe to a feed with a selector (an address pattern,
@@ -32,6 +38,18 @@ class IEngine(Interface):
     A routing engine: a set of domains, and a registry of private resources
     by hash.
     """
+
+    def start():
+        """
+        Make the engine ready: connect, replay what it keeps, whatever it
+        needs. It is called once, before any other operation (the
+        composition root calls it first in C{Rocketd.start()}, and opens
+        no listener before it fired); the operations are valid only after
+        it fired.
+
+        @return: Deferred firing with None when the engine is ready, or
+            failing with why it could not start.
+        """
 
     def createDomain(name, title=""):
         """
@@ -176,12 +194,20 @@ class IFeed(IResource):
         """
         Route messages, in order, to the joined pipes by the feed type's rules.
 
+        Accepting a message, the engine sets its C{feed} to this feed
+        (before any pipe, consumer or listener sees it) on the object it
+        was given: no copy is made. A message whose C{feed} is already
+        this feed (one taken from a pipe, put back) is published again as
+        it is; one already published to another feed is refused.
+
         @param messages: a list of L{rocketd.engine.message.Message}; each may
             reference contents staged on this feed (see L{stageContent}).
         @return: Deferred firing with the number of pipe deliveries made (a
             message kept in a rotator or service feed's backlog counts 0);
-            fails with L{rocketd.errors.Forbidden} on a system feed, and then
-            none of the messages is routed.
+            fails with L{rocketd.errors.Forbidden} on a system feed, and
+            L{rocketd.errors.InvalidArgument} for something that is not a
+            Message with a string address or a message published to another
+            feed; then none of the messages is routed.
         """
 
     def stageContent(content):
@@ -222,19 +248,30 @@ class IFeed(IResource):
         backlog and no flow control of the engine's.
 
         Listeners are called in publish order, after the publishing
-        operation has routed (as pipe consumers are), each with the shared
-        L{rocketd.engine.message.Message}; they should only queue or write
-        what they are handed. One that raises is logged and keeps
-        listening. A message published while nobody listens is not kept.
-        Listener deliveries are not counted in L{publish}'s result.
+        operation has routed (as pipe consumers are); they should only
+        queue or write what they are handed. One that raises is logged and
+        keeps listening. A message published while nobody listens is not
+        kept. Listener deliveries are not counted in L{publish}'s result.
+
+        Every listener of this process gets the same
+        L{rocketd.engine.message.Message} object for one message (so a
+        face encodes it once per process, in C{Message.cache}); it need not
+        be the object the publisher gave, nor the one a pipe of another
+        process holds: an engine that carries messages between processes
+        builds one per delivery to the process. How the listeners of one
+        process share one subscription to the feed is the engine's
+        business.
 
         @param listener: a callable taking a Message.
-        @return: Deferred firing with a handle with C{stop()} and C{ended}:
-            a Deferred firing with True when the feed is deleted (after
-            the messages routed before the deletion were handed), or with
-            False when the listener was stopped. Fails with
-            L{rocketd.errors.Forbidden} on a feed that is not of type
-            fanout.
+        @return: Deferred firing, once the listener will receive every
+            message published after that point (a networked engine fires
+            it when its subscription is in place), with a handle with
+            C{stop()} and C{ended}: a Deferred firing with True when the
+            feed is deleted (after the messages routed before the deletion
+            were handed), or with False when the listener was stopped.
+            Fails with L{rocketd.errors.Forbidden} on a feed that is not of
+            type fanout, L{rocketd.errors.InvalidArgument} for a listener
+            that is not callable.
         """
 
 
@@ -266,15 +303,19 @@ class IPipe(IResource):
             type (ignored by fanout and, unless not C{*}, by rotator/service).
         @param headers: for a headers feed, a dict name to value that a
             message must carry (C{x-match: any} relaxes all to any).
-        @param predicate: None, or a callable taking a
-            L{rocketd.engine.message.Message} and answering whether this join
-            takes it; it is applied after the address/headers rules.
+        @param predicate: None, or a
+            L{rocketd.engine.predicates.AddressMatches}: the join takes only
+            the messages whose address it matches, tested after the
+            address/headers rules. Nothing else is accepted (no callable: an
+            engine may keep the predicate in its metadata and apply it in
+            another process).
         @return: Deferred firing with C{(join, created)}: an identical
-            existing join (same feed, address and headers; never one with a
-            predicate) gives it back with False. Fails with
+            existing join (same feed, address, headers and an equal
+            predicate or none) gives it back with False. Fails with
             L{rocketd.errors.Forbidden} for a join onto a default feed or an
             ondemand pipe joined to a feed that is not rotator or service,
-            and L{rocketd.errors.InvalidArgument} for a bad pattern.
+            and L{rocketd.errors.InvalidArgument} for a bad pattern or a
+            predicate that is not None or an AddressMatches.
         """
 
     def listJoins():
@@ -338,6 +379,7 @@ class IJoin(IResource):
     feed = Attribute("The L{IFeed}.")
     address = Attribute("The address pattern (str).")
     headers = Attribute("The header selector (dict, possibly empty).")
+    predicate = Attribute("The L{rocketd.engine.predicates.AddressMatches} the join applies, or None.")
     isDefault = Attribute("True for a pipe's default join (it can't be deleted).")
 
     def delete():
@@ -352,7 +394,10 @@ class IJoin(IResource):
 class IHeldMessage(IResource):
     """A message as it sits in one pipe."""
 
-    message = Attribute("The L{rocketd.engine.message.Message} (shared with other pipes).")
+    message = Attribute(
+        "The L{rocketd.engine.message.Message}. Pipes of this process that hold the same message may share "
+        "one object (the embedded engine's always do), so its C{cache} is per process (see L{IFeed.listen})."
+    )
     pipe = Attribute("The L{IPipe} holding it.")
     sequence = Attribute("Its position in the pipe: 1 for the pipe's first message ever, then +1.")
     next = Attribute("The hash the next message in this pipe takes (its asynclet when it is the newest).")

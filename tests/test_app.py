@@ -182,9 +182,10 @@ class BadHostAndLastResortTests(TestCase):
 
 class _LateEngine:
     """
-    A memory engine whose C{createDomain} answers only when the test says
-    so (as an engine on a network would): C{ready.callback(None)} lets
-    the waiting calls through; C{ready.errback(...)} fails them.
+    A memory engine whose C{start} fires only when the test says so (as an
+    engine on a network would): C{ready.callback(None)} starts it,
+    C{ready.errback(...)} fails its start. C{early} names the methods
+    called before it started.
     """
 
     def __init__(self, config, reactor):
@@ -194,29 +195,35 @@ class _LateEngine:
 
         self._engine = memoryEngine(config, reactor)
         self.ready = Deferred()
-        self._waiting = []
-        self.ready.addBoth(self._answer)
+        self.started = False
+        self.early = []
 
     def __getattr__(self, name):
-        return getattr(self._engine, name)
+        value = getattr(self._engine, name)
+        if not callable(value) or self.started:
+            return value
 
-    def createDomain(self, name, title=""):
+        def early(*args, **kwargs):
+            self.early.append(name)
+            return value(*args, **kwargs)
+
+        return early
+
+    def start(self):
         from twisted.internet.defer import Deferred
-
-        d = Deferred()
-        self._waiting.append((d, name, title))
-        return d
-
-    def _answer(self, result):
         from twisted.python.failure import Failure
 
-        waiting, self._waiting = self._waiting, []
-        for d, name, title in waiting:
+        started = Deferred()
+
+        def fire(result):
             if isinstance(result, Failure):
-                d.errback(result)
+                started.errback(result)
             else:
-                self._engine.createDomain(name, title).chainDeferred(d)
-        self.createDomain = self._engine.createDomain
+                self.started = True
+                started.callback(None)
+
+        self.ready.addBoth(fire)
+        return started
 
 
 class _Port:
@@ -295,14 +302,15 @@ class RocketdServiceTests(TestCase):
 
     def test_noListenerBeforeTheEngineIsReady(self):
         """
-        With an engine that answers later, nothing listens until its start
-        has fired; then both listeners do.
+        With an engine that answers later, nothing is asked of it and
+        nothing listens until its start has fired; then both listeners do.
         """
         service = self.service(engine="late")
         service.privilegedStartService()
         service.startService()
         self.assertEqual(self.ports(), [])
         service.rocketd.engine.ready.callback(None)
+        self.assertEqual(service.rocketd.engine.early, [])
         self.assertEqual(self.ports(), [8080, 8082])
         self.successResultOf(service.stopService())
 

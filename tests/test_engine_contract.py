@@ -8,11 +8,13 @@ plugs in with one class::
         def makeEngine(self):
             return engine, clock
 
-The tests use only the interfaces and wait on Deferreds (an engine may
-answer later), and check that something did *not* arrive by publishing a
-sentinel after it and looking once the sentinel has arrived.
+C{setUp} starts the engine (L{IEngine.start}) and C{stop}s it after the
+test. The tests use only the interfaces and wait on Deferreds (an engine
+may answer later), and check that something did *not* arrive by publishing
+a sentinel after it and looking once the sentinel has arrived.
 """
 
+import json
 import re
 import uuid
 
@@ -23,6 +25,7 @@ from zope.interface.verify import verifyObject
 
 from rocketd.engine.memory import MemoryEngine
 from rocketd.engine.message import Content, Message
+from rocketd.engine.predicates import AddressMatches, predicateFromJSON, predicateToJSON
 from rocketd.errors import (
     Conflict,
     ContentGone,
@@ -67,12 +70,17 @@ class EngineContractTests:
     timeout = 10
 
     def makeEngine(self):
-        """@return: C{(engine, clock)}."""
+        """
+        @return: C{(engine, clock)}: a new engine, not started, and the
+            clock it reads (the suite never advances it).
+        """
         raise NotImplementedError()
 
+    @inlineCallbacks
     def setUp(self):
         self.engine, self.clock = self.makeEngine()
         self.addCleanup(self.engine.stop)
+        self.started = yield self.engine.start()
 
     # -- helpers --
 
@@ -115,6 +123,16 @@ class EngineContractTests:
             yield pipe.wait(last[-1].next if last else None)
             held = addresses((yield pipe.listMessages()))
         return held[: held.index(sentinel)]
+
+    # -- start --
+
+    @inlineCallbacks
+    def test_start(self):
+        """start() fires with None, and the engine then serves operations."""
+        self.assertIsNone(self.started)
+        domain = yield self.newDomain()
+        found = yield self.engine.getDomain(domain.name)
+        self.assertIs(found, domain)
 
     # -- interfaces --
 
@@ -315,7 +333,7 @@ class EngineContractTests:
 
     @inlineCallbacks
     def test_joins(self):
-        """Identical joins are one; predicate joins are always new; default joins are special."""
+        """Identical joins are one (predicates compare by value); default joins are special."""
         domain = yield self.newDomain()
         feed = yield self.feed(domain, "headers", "h")
         pipe = yield self.newPipe(domain)
@@ -326,15 +344,19 @@ class EngineContractTests:
         self.assertFalse(created)
         j3, created = yield pipe.join(feed, "*", {"a": "1"})
         self.assertTrue(created)
-        p1, created = yield pipe.join(feed, "*", {"a": "1"}, predicate=lambda m: True)
-        p2, created2 = yield pipe.join(feed, "*", {"a": "1"}, predicate=lambda m: True)
-        self.assertTrue(created and created2)
-        self.assertIsNot(p1, p2)
+        p1, created = yield pipe.join(feed, "*", {"a": "1"}, predicate=AddressMatches("x.*"))
+        self.assertTrue(created)
+        again, created = yield pipe.join(feed, "*", {"a": "1"}, predicate=AddressMatches("x.*"))
+        self.assertIs(again, p1)
+        self.assertFalse(created)
+        p2, created = yield pipe.join(feed, "*", {"a": "1"}, predicate=AddressMatches("y.*"))
+        self.assertTrue(created)
         joins = yield pipe.listJoins()
         self.assertTrue(joins[0].isDefault)
         self.assertEqual(joins[0].address, pipe.name)
         self.assertEqual(joins[1:], [j1, j3, p1, p2])
-        self.assertEqual((j1.pipe, j1.feed, j1.headers), (pipe, feed, {"a": "1", "b": "2"}))
+        self.assertEqual((j1.pipe, j1.feed, j1.headers, j1.predicate), (pipe, feed, {"a": "1", "b": "2"}, None))
+        self.assertEqual((p1.predicate, p2.predicate), (AddressMatches("x.*"), AddressMatches("y.*")))
         yield self.assertFailure(joins[0].delete(), Forbidden)
         default = yield domain.getFeed(DEFAULT_FEED)
         yield self.assertFailure(pipe.join(default, "x"), Forbidden)
@@ -450,21 +472,70 @@ class EngineContractTests:
 
     @inlineCallbacks
     def test_predicate(self):
-        """A predicate is applied after the feed type's rules."""
+        """
+        An address predicate is applied after the feed type's rules, to the
+        whole address.
+        """
         domain = yield self.newDomain()
         feed = yield self.feed(domain, "topic", "t")
         pipe = yield self.newPipe(domain)
-        seen = []
-
-        def odd(message):
-            seen.append(message.address)
-            return message.properties.get("n", "1") in ("1", "3")
-
-        yield pipe.join(feed, "a.*", predicate=odd)
-        yield feed.publish([Message(address="a.x", properties={"n": str(i)}) for i in range(4)] + [Message(address="b.x")])
+        yield pipe.join(feed, "a.*", predicate=AddressMatches(r"a\.[13]|b\.1|a\.sentinel"))
+        names = ["a.1", "a.2", "a.3", "a.10", "xa.1", "b.1", "a.1\n"]
+        yield feed.publish([Message(address=n) for n in names])
         got = yield self.heldAfterSentinel(pipe, feed, sentinel="a.sentinel")
-        self.assertEqual(got, ["a.x", "a.x"])
-        self.assertNotIn("b.x", seen)
+        self.assertEqual(got, ["a.1", "a.3"])
+
+    @inlineCallbacks
+    def test_predicateValues(self):
+        """
+        A join takes None or an AddressMatches as its predicate, nothing
+        else; a predicate read back from its serialised form is the same
+        predicate (the same join).
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "rotator", "r")
+        pipe = yield self.newPipe(domain)
+
+        class Subclass(AddressMatches):
+            pass
+
+        for bad in (lambda m: True, "chat/.*", re.compile("chat/.*"), Subclass("chat/.*"), {"pattern": "chat/.*"}):
+            yield self.assertFailure(pipe.join(feed, predicate=bad), InvalidArgument)
+        joins = yield pipe.listJoins()
+        self.assertEqual([j.isDefault for j in joins], [True])
+        predicate = AddressMatches("chat/.*")
+        join, created = yield pipe.join(feed, predicate=predicate)
+        self.assertTrue(created)
+        sent = json.loads(json.dumps(predicateToJSON(predicate)))
+        same, created = yield pipe.join(feed, predicate=predicateFromJSON(sent))
+        self.assertIs(same, join)
+        self.assertFalse(created)
+
+    @inlineCallbacks
+    def test_publishOnce(self):
+        """
+        Publishing sets the message's feed on the object published; it may
+        be published again to that feed, not to another one (and then none
+        of the publish's messages is routed).
+        """
+        domain = yield self.newDomain()
+        first = yield self.feed(domain, "fanout", "first")
+        second = yield self.feed(domain, "fanout", "second")
+        pipe = yield self.newPipe(domain)
+        yield pipe.join(first)
+        yield pipe.join(second)
+        message = Message(address="m")
+        self.assertIsNone(message.feed)
+        yield first.publish([message])
+        self.assertIs(message.feed, first)
+        yield self.assertFailure(second.publish([Message(address="fresh"), message]), InvalidArgument)
+        self.assertIs(message.feed, first)
+        delivered = yield first.publish([message])
+        self.assertEqual(delivered, 1)
+        held = yield self.heldAfterSentinel(pipe, second)
+        self.assertEqual(held, ["m", "m"])
+        for h in (yield pipe.listMessages()):
+            self.assertEqual(h.message.feed.hash, (first if h.message.address == "m" else second).hash)
 
     @inlineCallbacks
     def test_orderWithinPublish(self):
@@ -554,13 +625,13 @@ class EngineContractTests:
         domain = yield self.newDomain()
         feed = yield self.feed(domain, "rotator")
         chat = yield self.newPipe(domain, "stream")
-        yield chat.join(feed, predicate=lambda m: m.address.startswith("chat/"))
+        yield chat.join(feed, predicate=AddressMatches("chat/.*"))
         delivered = yield feed.publish([Message(address="chat/a"), Message(address="game/b"), Message(address="chat/c")])
         self.assertEqual(delivered, 2)
         held = yield self.held(chat, 2)
         self.assertEqual(addresses(held), ["chat/a", "chat/c"])
         game = yield self.newPipe(domain, "stream")
-        yield game.join(feed, predicate=lambda m: m.address.startswith("game/"))
+        yield game.join(feed, predicate=AddressMatches("game/.*"))
         held = yield self.held(game, 1)
         self.assertEqual(addresses(held), ["game/b"])
 
@@ -956,11 +1027,10 @@ class EngineContractTests:
         """
         domain = yield self.newDomain()
         feed = yield self.feed(domain, "rotator", backlog=100)
-        chat = re.compile(r"^(chat/.*)$")
         workers = []
         for i in range(2):
             pipe = yield self.newPipe(domain, "stream")
-            yield pipe.join(feed, predicate=lambda m: chat.match(m.address) is not None)
+            yield pipe.join(feed, predicate=AddressMatches("chat/.*"))
             workers.append(pipe)
         live, stuck = workers
         taken = Collector()
@@ -1031,6 +1101,26 @@ class EngineContractTests:
         for mine, theirs in zip(first.messages, second.messages):
             self.assertIs(mine, theirs)
         self.assertEqual(addresses((yield pipe.listMessages())), ["before", "m0", "m1", "m2"])
+
+    @inlineCallbacks
+    def test_listenReadyWhenFired(self):
+        """
+        Once listen's Deferred has fired, the listener gets every message
+        published after, even one published at once, in its callback.
+        """
+        domain = yield self.newDomain()
+        feed = yield self.feed(domain, "fanout")
+        listened = Listened()
+        published = []
+
+        def ready(handle):
+            published.append(feed.publish([Message(address="first")]))
+            return handle
+
+        yield feed.listen(listened).addCallback(ready)
+        yield published[0]
+        yield listened.until(1)
+        self.assertEqual(listened.addresses, ["first"])
 
     @inlineCallbacks
     def test_listenerStopped(self):

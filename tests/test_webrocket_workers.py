@@ -11,6 +11,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import TestCase
 
 from rocketd.engine.memory import MemoryEngine
+from rocketd.engine.predicates import AddressMatches
 from rocketd.errors import InvalidArgument, NoSuchResource
 from rocketd.webrocket.vhosts import VhostRegistry
 from rocketd.webrocket.workers import (
@@ -155,6 +156,14 @@ class WorkerPoolTests(TestCase):
         self.trigger("mychat", "x")
         self.assertEqual(chat.names(), ["chat/x"])
         self.assertEqual(news.names(), ["news/hot"])
+
+    def test_filterIsAnAddressPredicate(self):
+        """A worker's join carries its filter as an AddressMatches value, which any engine can keep."""
+        self.connect("chat/.*")
+        domain = self.successResultOf(self.engine.getDomain("moon"))
+        [pipe] = self.successResultOf(domain.listPipes())
+        joins = self.successResultOf(pipe.listJoins())
+        self.assertEqual([join.predicate for join in joins], [None, AddressMatches("chat/.*")])
 
     def test_overlappingFilters(self):
         """Workers whose filters overlap share the events they both match, each event once."""

@@ -1,9 +1,17 @@
 """
-Messages and contents: immutable values shared by every pipe they reach.
+Messages and contents: values, immutable once published, shared by every
+pipe and listener of a process that they reach.
 
-A message published to a feed is one L{Message} object; routing hands the
-same object to every pipe, so a face can serialise it once per
-representation and cache the bytes in L{Message.cache}.
+A message published to a feed is one L{Message} object; the embedded
+engine hands that same object to every pipe and listener, and an engine
+that carries messages between processes builds one L{Message} per delivery
+to a process and hands that one object to all of the process's pipes and
+listeners. So a face serialises it once per representation and process,
+and keeps the bytes in L{Message.cache}.
+
+Once published, a message does not change: its C{feed} is written once, by
+the engine that accepts the publish, and only C{cache} (a memo of the
+faces, of no engine's concern) is filled afterwards.
 """
 
 from __future__ import annotations
@@ -47,7 +55,9 @@ class Content:
 @dataclass(eq=False)
 class Message:
     """
-    One message as published and as delivered.
+    One message as published and as delivered. A face builds it (without a
+    C{feed}) and publishes it; from then on nobody changes its address,
+    properties, headers or contents.
 
     @ivar address: the routing address (a literal, never a pattern).
     @ivar properties: AMQP-style properties by name (see L{PROPERTY_NAMES});
@@ -55,10 +65,18 @@ class Message:
     @ivar headers: application headers, name to value, in order.
     @ivar contents: the message's contents (zero or more; RestMS apps use one).
     @ivar feed: the L{rocketd.interfaces.IFeed} the message was published
-        to; set by the engine when it routes the message (a message the
-        default feed passes on to a service feed keeps the default feed).
-    @ivar cache: a face's per-representation encodings of this message,
-        filled lazily so that N deliveries cost one encoding.
+        to, None before. Write-once: the engine sets it, on this object,
+        as it accepts the publish (before any pipe, consumer or listener
+        sees the message), and never again (a message the default feed
+        passes on to a service feed keeps the default feed; republishing
+        it elsewhere is refused). An engine that builds the message from
+        the wire sets it at construction. A face never sets it (a copy
+        made to render a view of the message, never published, keeps it).
+    @ivar cache: a process-local memo of the faces: their encodings of this
+        message, per representation, filled lazily so that N deliveries in
+        a process cost one encoding. Engines never read, compare, transport
+        or persist it; a message built from the wire starts with an empty
+        one. Not part of the message's value (not in C{repr}).
     """
 
     address: str = ""

@@ -4,8 +4,11 @@ to every browser subscribed to it here, one write per subscriber per
 reactor turn.
 
 There is one engine listener per channel feed (L{IFeed.listen}), however
-many browsers of this process subscribe to it. Each message's WebSocket
-frame is built once (L{channelFrame}, cached on the message); the frames
+many browsers of this process subscribe to it; a browser is added once the
+listener's Deferred has fired, when the engine hands it every message
+published after. Each message's WebSocket frame is built once per process
+(L{channelFrame}, cached on the message: the engine hands every listener
+of the process the same object); the frames
 of the messages handed during one reactor turn are joined into one bytes
 object at the end of the turn (the injected
 L{rocketd.http.coalesce.Coalescer} says when), and that same object is
@@ -83,8 +86,8 @@ class ChannelFans:
         Give C{sink} what C{feed} hands out from now on.
 
         @return: Deferred firing with None once the feed's listener is in
-            place; fails as L{IFeed.listen} does (and then C{sink} is not
-            added).
+            place (from then on the sink gets every message published);
+            fails as L{IFeed.listen} does (and then C{sink} is not added).
         """
         channel = self._channels.get(feed)
         if channel is not None and channel.handle is not None:

@@ -4,15 +4,17 @@ The backend worker pool of each vhost, built on the engine.
 Events that browsers trigger are messages published to the vhost's private
 I{rotator} feed, with the address C{channel/event} (or C{event} when the
 trigger names no channel). Each connected worker is a I{stream} pipe in the
-vhost's domain, joined to that feed with a predicate join (its filter,
-anchored, on the address), and delivered by L{IPipe.consume}. The rotator
+vhost's domain, joined to that feed with a predicate join (its filter as an
+L{AddressMatches}: the whole address matches it), and delivered by
+L{IPipe.consume}. The rotator
 gives each event to exactly one matching join, round-robin, and keeps the
 events that no join takes in its bounded backlog until a matching worker
 joins.
 
 When a worker goes, its join is deleted first (so nothing more is routed to
 it), then every event its pipe still holds (routed to it, not yet written)
-is published again to the rotator feed, for another worker or the backlog.
+is published again to the rotator feed, for another worker or the backlog:
+the same messages, since a message may be published again to its own feed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from twisted.internet.defer import Deferred, fail, gatherResults, inlineCallback
 from twisted.logger import Logger
 
 from rocketd.engine.message import Content, Message
+from rocketd.engine.predicates import AddressMatches
 from rocketd.errors import InvalidArgument, NoSuchResource
 from rocketd.http.pipestream import PipeStream
 from rocketd.http.sse import encodeEvent
@@ -106,18 +109,6 @@ def _heldEventFrame(held) -> bytes:
     return frame if frame is not None else formatTriggeredEvent(held.message)
 
 
-def _copyMessage(message: Message) -> Message:
-    """A fresh message with the same address, properties, headers, contents and cached frames."""
-    copy = Message(
-        address=message.address,
-        properties=dict(message.properties),
-        headers=dict(message.headers),
-        contents=tuple(message.contents),
-    )
-    copy.cache.update(message.cache)
-    return copy
-
-
 def _settled(d: Deferred) -> Deferred:
     """
     @return: a Deferred firing with None once C{d} has fired, whatever
@@ -151,7 +142,7 @@ class Worker:
 
     log = Logger()
 
-    def __init__(self, pool, vhost: Vhost, filterSource: str, predicate, sink, connected: float):
+    def __init__(self, pool, vhost: Vhost, filterSource: str, predicate: AddressMatches, sink, connected: float):
         self.id = secrets.token_hex(8)
         self.vhost = vhost
         self.filter = filterSource
@@ -194,10 +185,7 @@ class Worker:
             # Disconnected while the pipe was being created.
             consumer.stop()
         yield consumer.start()
-        predicate = self._predicate
-        self._join, _ = yield self._pipe.join(
-            feed, address="*", predicate=lambda message: predicate.fullmatch(message.address) is not None
-        )
+        self._join, _ = yield self._pipe.join(feed, address="*", predicate=self._predicate)
         return self
 
     def disconnect(self, requeue: bool = True) -> Deferred:
@@ -368,7 +356,7 @@ class WorkerPool:
         feed = self._feeds.get(vhost.path)
         if feed is None:
             return succeed(0)
-        d = feed.publish([_copyMessage(m) for m in messages])
+        d = feed.publish(messages)
         d.addCallback(lambda _: self._checkDropped(vhost, feed))
         d.addCallback(lambda _: len(messages))
         return d
@@ -410,7 +398,9 @@ class WorkerPool:
         """
         try:
             vhost = self._vhosts.resolve(vhost)
-            predicate = anchoredPattern(filterSource, "filter")
+            # The face's sentence for a bad filter (400), then the engine's value.
+            anchoredPattern(filterSource, "filter")
+            predicate = AddressMatches(filterSource)
         except Exception:
             return fail()
         worker = Worker(self, vhost, filterSource, predicate, sink, self._clock.seconds())

@@ -15,11 +15,13 @@ each own one resource:
  - C{_held}: a held message, its contents, the asynclet;
  - C{_staging}: staged contents and their expiry.
 
-Every operation answers at once with an already-fired Deferred. Routing
-never runs application code except join predicates (which must not change
-the engine): waiters and consumers of the pipes a publish reached are
-notified when the whole operation has routed, so they see a consistent
-engine and may call any operation.
+Every operation answers at once with an already-fired Deferred; so does
+L{MemoryEngine.start}, which has nothing to prepare. Routing never runs
+application code (a join's predicate is an
+L{rocketd.engine.predicates.AddressMatches}, applied as its compiled
+expression): waiters, consumers and listeners of what a publish reached
+are notified when the whole operation has routed, so they see a
+consistent engine and may call any operation.
 
 Decisions where the profile leaves room:
  - A rotator or service join's address C{*} or C{#} takes every message;
@@ -27,6 +29,8 @@ Decisions where the profile leaves room:
    Such a join's headers are kept but not matched.
  - A message reaches a pipe at most once per publish, however many of the
    pipe's joins onto that feed match it.
+ - A published message is the one object every pipe and listener gets
+   (L{Message.feed} is set on it, not on a copy).
  - An ondemand pipe takes at most one message from rotator and service
    feeds; messages addressed to the pipe itself (its default join) are
    held like a fifo pipe's.

@@ -31,7 +31,7 @@ ANY_ADDRESS = ("*", "#")
 #: A default that no dict holds.
 MISSING = object()
 
-#: The package's log (join predicates, consumers and listeners that fail).
+#: The package's log (consumers and listeners that fail).
 log = Logger(namespace="rocketd.engine.memory")
 
 
@@ -81,15 +81,6 @@ def checkText(value, what):
     if not isinstance(value, str):
         raise InvalidArgument(f"The {what} must be a string.")
     return value
-
-
-def accepts(join, message) -> bool:
-    """Apply a join's predicate; one that raises takes nothing."""
-    try:
-        return bool(join.predicate(message))
-    except Exception:
-        log.failure("A join predicate failed", join=join.hash)
-        return False
 
 
 class Core:

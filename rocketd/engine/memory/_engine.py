@@ -80,6 +80,11 @@ class MemoryEngine:
     # -- IEngine --
 
     @operation
+    def start(self):
+        """Nothing to connect or replay: ready at once."""
+        return None
+
+    @operation
     def createDomain(self, name, title=""):
         if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
             raise InvalidName("A domain name is 1 to 256 characters of letters, digits, '.', '_', '-' and '/'.")

@@ -10,13 +10,12 @@ each reached pipe's C{arrive} directly.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from rocketd.engine.memory._core import MISSING, ROTATING, Resource, accepts, checkText, log, operation
+from rocketd.engine.memory._core import MISSING, ROTATING, Resource, checkText, log, operation
 from rocketd.engine.memory._rotation import Rotation
 from rocketd.engine.memory._routers import ROUTERS
 from rocketd.engine.memory._staging import Shelf
@@ -146,14 +145,14 @@ class Feed(Resource):
             seen = set()
             for join in joins:
                 pipe = join.pipe
-                if pipe in seen or (join.predicate is not None and not accepts(join, message)):
+                if pipe in seen or (join.regex is not None and join.regex.fullmatch(message.address) is None):
                     continue
                 seen.add(pipe)
                 pipe.arrive(message, now)
                 delivered += 1
         else:
             for join in joins:
-                if join.predicate is not None and not accepts(join, message):
+                if join.regex is not None and join.regex.fullmatch(message.address) is None:
                     continue
                 join.pipe.arrive(message, now)
                 delivered += 1
@@ -228,15 +227,16 @@ class Feed(Resource):
         for message in messages:
             if not isinstance(message, Message) or not isinstance(message.address, str):
                 raise InvalidArgument("Only messages with a string address can be published.")
+            if message.feed is not None and message.feed is not self:
+                raise InvalidArgument("A message published to a feed is published to no other: publish a new Message.")
         core = self.core
         now = core.clock.seconds()
         delivered = 0
         for message in messages:
-            if message.feed is not self:
-                if message.feed is None:
-                    message.feed = self
-                else:
-                    message = dataclasses.replace(message, feed=self, cache={})
+            # Message.feed is written once, here (a message published to
+            # this feed before keeps it).
+            if message.feed is None:
+                message.feed = self
             delivered += self.route(message, now)
         core.stats["published"] += len(messages)
         return delivered

@@ -10,8 +10,9 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from rocketd.engine._topic import BadPattern, parsePattern, splitWords, topicMatches
-from rocketd.engine.memory._core import ANY_ADDRESS, ROTATING, accepts, operation
+from rocketd.engine.memory._core import ANY_ADDRESS, ROTATING, operation
 from rocketd.engine.memory._feed import Feed
+from rocketd.engine.predicates import checkPredicate
 from rocketd.errors import Forbidden, InvalidArgument, NoSuchResource
 from rocketd.interfaces import IJoin
 
@@ -38,14 +39,13 @@ def checkJoin(pipe, feed, address, headers, predicate) -> dict:
         raise InvalidArgument("Join headers must map strings to strings.")
     if headers.get("x-match", "all") not in ("all", "any"):
         raise InvalidArgument("The x-match header must be 'all' or 'any'.")
-    if predicate is not None and not callable(predicate):
-        raise InvalidArgument("A join predicate must be callable.")
+    checkPredicate(predicate)
     return dict(headers)
 
 
-def joinKey(feed, address, headers):
-    """What makes two joins of a pipe without predicates the same join."""
-    return (feed, address, tuple(sorted(headers.items())))
+def joinKey(feed, address, headers, predicate):
+    """What makes two joins of a pipe the same join (predicates compare by value)."""
+    return (feed, address, tuple(sorted(headers.items())), predicate)
 
 
 def newJoin(pipe, feed, address, headers, predicate, isDefault=False):
@@ -61,10 +61,11 @@ class Join:
     """
     A pipe's join onto a feed.
 
-    Engine-internal: C{core}, C{deleted}, C{key} (see L{joinKey}; None with a
-    predicate), the routers' C{words}, C{selector} and C{matchAny} (see
-    L{rocketd.engine.memory._routers}), L{takes} (the rotation's), L{emit},
-    L{detach}.
+    Engine-internal: C{core}, C{deleted}, C{key} (see L{joinKey}), the
+    routers' C{words}, C{selector} and C{matchAny} (see
+    L{rocketd.engine.memory._routers}), C{regex} (the predicate's compiled
+    expression, None without one: what routing applies), L{takes} (the
+    rotation's), L{emit}, L{detach}.
     """
 
     version = 1
@@ -83,7 +84,8 @@ class Join:
         self.deleted = False
         self.selector = tuple(sorted((k, v) for k, v in headers.items() if k != "x-match"))
         self.matchAny = headers.get("x-match") == "any"
-        self.key = None if predicate is not None else joinKey(feed, address, headers)
+        self.regex = None if predicate is None else predicate.regex
+        self.key = joinKey(feed, address, headers, predicate)
         self.words = None
         if feed.type in ("topic", "system") or (feed.type in ROTATING and address not in ANY_ADDRESS):
             self.words = parsePattern(address)
@@ -95,7 +97,7 @@ class Join:
         """A rotator or service feed's test: address, then predicate."""
         if self.words is not None and not topicMatches(self.words, splitWords(message.address)):
             return False
-        return self.predicate is None or accepts(self, message)
+        return self.regex is None or self.regex.fullmatch(message.address) is not None
 
     def _eventHeaders(self):
         return {

@@ -120,8 +120,7 @@ class Pipe(Resource):
     def attach(self, join):
         """Link a new join into this pipe and its feed."""
         self._joins[join] = None
-        if join.key is not None:
-            self._joinKeys[join.key] = join
+        self._joinKeys[join.key] = join
         join.feed.addJoin(join)
         self.core.registry[join.hash] = join
         self.touch()
@@ -129,7 +128,7 @@ class Pipe(Resource):
     def forgetJoin(self, join):
         """A join of this pipe is gone."""
         self._joins.pop(join, None)
-        if join.key is not None and self._joinKeys.get(join.key) is join:
+        if self._joinKeys.get(join.key) is join:
             del self._joinKeys[join.key]
         if not self.deleted:
             self.touch()
@@ -296,10 +295,9 @@ class Pipe(Resource):
     def join(self, feed, address="*", headers=None, predicate=None):
         self._checkLive()
         headers = checkJoin(self, feed, address, headers, predicate)
-        if predicate is None:
-            existing = self._joinKeys.get(joinKey(feed, address, headers))
-            if existing is not None:
-                return (existing, False)
+        existing = self._joinKeys.get(joinKey(feed, address, headers, predicate))
+        if existing is not None:
+            return (existing, False)
         join = newJoin(self, feed, address, headers, predicate)
         self.attach(join)
         join.emit("created")
