@@ -80,6 +80,9 @@ class Config:
         headers) may take to arrive, in seconds (then 408 and close).
     @ivar max_connections: the most connections the main listener keeps
         open at once; beyond it new ones are closed at once, and counted.
+    @ivar metrics: an endpoint for a listener of its own serving the
+        Prometheus metrics at C{/metrics} (they are always on the admin
+        listener too), or C{""} for none.
     """
 
     listen: str = "tcp:8080"
@@ -106,6 +109,7 @@ class Config:
     access_log: str = ""
     head_timeout: float = 10.0
     max_connections: int = 16384
+    metrics: str = ""
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -122,6 +126,7 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "access_log",
             "head_timeout",
             "max_connections",
+            "metrics",
         ),
         "restms": (
             "max_body",
@@ -164,6 +169,10 @@ def _endpoint(value: str) -> str:
     except Exception as e:
         raise ValueError(f"{value!r} is not a valid server endpoint ({e})") from None
     return value
+
+
+def _optionalEndpoint(value: str) -> str:
+    return _endpoint(value) if value.strip() else ""
 
 
 def _text(value: str) -> str:
@@ -265,6 +274,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "ping_interval": _positiveFloat,
         "head_timeout": _positiveFloat,
         "max_connections": _positiveInt,
+        "metrics": _optionalEndpoint,
     }
 )
 
