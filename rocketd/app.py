@@ -22,6 +22,7 @@ from twisted.web.resource import Resource
 
 from rocketd.admin.api import AdminApp, ensureCookie
 from rocketd.admin.health import HealthResource, Readiness, ReadyResource, notifySystemd
+from rocketd.admin.logs import ACCESS_LOG_FORMATTERS, AccessLog
 from rocketd.admin.metrics import (
     MetricsCollector,
     MetricsResource,
@@ -203,6 +204,12 @@ class Rocketd:
         # scrape time (rocketd.admin.metrics), health and readiness; served
         # on the admin listener without the cookie.
         self.requests = RequestCounts()
+        #: One access log file for every listener (rocketd.admin.logs).
+        self.accessLog = (
+            AccessLog(config.access_log, ACCESS_LOG_FORMATTERS[config.access_log_format], reactor)
+            if config.access_log
+            else None
+        )
         #: (listener name, ConnectionLimitFactory), as each listener listens.
         self.listenerFactories = []
         self.readiness = Readiness()
@@ -269,7 +276,7 @@ class Rocketd:
             maxBody=self.config.max_body,
             tooLargeBody=_tooLargeBody,
             internalError=internalError,
-            logPath=self.config.access_log or None,
+            logPath=None,
             headTimeout=self.config.head_timeout,
             reactor=self.reactor,
         )
@@ -278,7 +285,7 @@ class Rocketd:
         # line, if any. No access log: not even the line per request that
         # a Site writes to the daemon's own log by default.
         count = self.requests.counter(name, routeOf)
-        writeLine = site.log if self.config.access_log else None
+        writeLine = self.accessLog.write if self.accessLog is not None else None
 
         def logRequest(request):
             count(request)
@@ -419,6 +426,8 @@ class _RocketdService(MultiService):
         notifySystemd("STOPPING=1")
         d = MultiService.stopService(self)
         d.addCallback(lambda _: self.rocketd.engine.stop())
+        if self.rocketd.accessLog is not None:
+            d.addBoth(lambda result: (self.rocketd.accessLog.close(), result)[1])
         return d
 
 

@@ -32,6 +32,10 @@ from rocketd.webrocket.vhosts import TOKEN, checkPath
 ENGINES = ("memory",)
 #: The log levels a config may name, least severe first.
 LOG_LEVELS = tuple(level.name for level in LogLevel.iterconstants())
+#: The daemon's log formats (C{log_format}, C{--log-format}) and the
+#: access log's (C{access_log_format}).
+LOG_FORMATS = ("text", "json")
+ACCESS_LOG_FORMATS = ("combined", "json")
 #: The prefix of a vhost section's name: C{[vhost /moon]}.
 VHOST_SECTION = "vhost "
 
@@ -76,6 +80,10 @@ class Config:
         C{"loopback"}, clients on this machine only, or C{"any"}.
     @ivar access_log: a file to append one line per HTTP request to
         (the combined log format), or C{""} for no access log.
+    @ivar access_log_format: that line's format, one of
+        L{ACCESS_LOG_FORMATS}: C{combined} or C{json} (one object).
+    @ivar log_format: the daemon's log, one of L{LOG_FORMATS}: C{text}
+        (twistd's lines) or C{json} (one object per line).
     @ivar head_timeout: the longest a request's head (request line and
         headers) may take to arrive, in seconds (then 408 and close).
     @ivar max_connections: the most connections the main listener keeps
@@ -107,6 +115,8 @@ class Config:
     vhosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
     access_log: str = ""
+    access_log_format: str = "combined"
+    log_format: str = "text"
     head_timeout: float = 10.0
     max_connections: int = 16384
     metrics: str = ""
@@ -124,6 +134,8 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "engine",
             "log_level",
             "access_log",
+            "access_log_format",
+            "log_format",
             "head_timeout",
             "max_connections",
             "metrics",
@@ -168,6 +180,13 @@ def _endpoint(value: str) -> str:
         serverFromString(_NoReactor(), value)
     except Exception as e:
         raise ValueError(f"{value!r} is not a valid server endpoint ({e})") from None
+    return value
+
+
+def _choice(value: str, choices: tuple) -> str:
+    value = value.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
     return value
 
 
@@ -257,6 +276,8 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "engine": _engine,
         "log_level": _logLevel,
         "access_log": _optionalPath,
+        "access_log_format": lambda v: _choice(v, ACCESS_LOG_FORMATS),
+        "log_format": lambda v: _choice(v, LOG_FORMATS),
         "anonymous": _anonymous,
         "max_body": _positiveInt,
         "pipe_depth": _positiveInt,
