@@ -11,6 +11,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.web.client import Agent, HTTPConnectionPool
+from treq.client import HTTPClient
 
 from rocketd.client import RestMS, RocketdError, WebRocketBackend
 
@@ -31,6 +33,15 @@ def moon(tmp_path_factory):
     rocketd.close()
 
 
+def fresh():
+    """
+    A treq client whose connections close after each request: treq's
+    global pool would keep them (and their timers) beyond the test, which
+    the trial tests that follow would find in the reactor.
+    """
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
 def deadline(coroutine):
     """The coroutine as a Deferred that fails after L{DEADLINE} seconds."""
     return Deferred.fromCoroutine(coroutine).addTimeout(DEADLINE, reactor)
@@ -48,7 +59,7 @@ async def first(iterator, count=1):
 @pytest_twisted.ensureDeferred
 async def test_publishAndReceive(moon):
     """The five-line example: a feed, a pipe, a join, a publish, a receive."""
-    r = RestMS(moon.url)
+    r = RestMS(moon.url, http=fresh())
     feed = await r.createFeed("client-news", "fanout")
     pipe = await r.createPipe()
     await r.join(pipe, feed)
@@ -73,20 +84,20 @@ async def test_publishAndReceive(moon):
 
 @pytest_twisted.ensureDeferred
 async def test_errorsCarryStatusAndSentence(moon):
-    r = RestMS(moon.url)
+    r = RestMS(moon.url, http=fresh())
     with pytest.raises(RocketdError) as e:
         await r.createFeed("bad", "nosuchtype")
     assert e.value.status == 400
     assert "nosuchtype" in e.value.sentence
     with pytest.raises(RocketdError) as e:
-        await WebRocketBackend(moon.url, "/moon", "0" * 40).channels()
+        await WebRocketBackend(moon.url, "/moon", "0" * 40, http=fresh()).channels()
     assert e.value.status == 401
 
 
 @pytest_twisted.ensureDeferred
 async def test_webrocketBackend(moon):
     """Channels, broadcast, browser tokens and the worker event stream."""
-    backend = WebRocketBackend(moon.url, "/moon", MOON)
+    backend = WebRocketBackend(moon.url, "/moon", MOON, http=fresh())
     await backend.openChannel("rooms")
     assert {"name": "rooms", "subscribers": 0} in await backend.channels()
     await backend.broadcast("rooms", "hello", {"from": "test"})
