@@ -223,6 +223,8 @@ class Rocketd:
                 workerDropped=lambda: sum(workers.dropped(v) for v in self.vhosts.list()),
                 vhosts=lambda: len(self.vhosts.list()),
                 requests=self.requests,
+                sseStreams=lambda: len(self.heartbeat),
+                workers=lambda: sum(len(workers.listWorkers(v)) for v in self.vhosts.list()),
             )
         )
         self.metricsResource = MetricsResource(self.metrics)

@@ -113,9 +113,15 @@ class MetricsCollector:
         worker backlogs.
     @param vhosts: C{() -> int}: the vhosts.
     @param requests: the L{RequestCounts}.
+    @param sseStreams: C{() -> int}: the open SSE streams (RestMS pipes
+        read as SSE, WebRocket worker streams).
+    @param workers: C{() -> int}: the connected WebRocket backend workers.
     """
 
-    def __init__(self, engineStats, listeners, websockets, slowClosed, workerDropped, vhosts, requests):
+    def __init__(self, engineStats, listeners, websockets, slowClosed, workerDropped, vhosts, requests,
+                 sseStreams=lambda: 0, workers=lambda: 0):
+        self._sseStreams = sseStreams
+        self._workers = workers
         self._engineStats = engineStats
         self._listeners = listeners
         self._websockets = websockets
@@ -184,6 +190,12 @@ class MetricsCollector:
         )
         websockets.add_metric([], self._websockets())
         yield websockets
+        sse = GaugeMetricFamily("rocketd_sse_streams", "SSE streams open (RestMS pipes, WebRocket workers).")
+        sse.add_metric([], self._sseStreams())
+        yield sse
+        workers = GaugeMetricFamily("rocketd_workers", "WebRocket backend workers connected.")
+        workers.add_metric([], self._workers())
+        yield workers
         vhosts = GaugeMetricFamily("rocketd_vhosts", "WebRocket vhosts.")
         vhosts.add_metric([], self._vhosts())
         yield vhosts

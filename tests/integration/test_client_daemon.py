@@ -7,10 +7,13 @@ L{RocketdError} with the status and the server's sentence.
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 from treq.client import HTTPClient
 
@@ -42,17 +45,34 @@ def fresh():
     return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
 
+async def _metrics(daemon) -> bytes:
+    response = await fresh().get(daemon.adminUrl + "/metrics")
+    return await response.content()
+
+
+async def _waitForMetric(daemon, sample: bytes) -> bytes:
+    """Scrape until C{sample} is in the metrics (at most 100 times, 20 ms apart); @return: that scrape."""
+    for _ in range(100):
+        scraped = await _metrics(daemon)
+        if sample in scraped:
+            return scraped
+        await deferLater(reactor, 0.02)
+    raise AssertionError(f"{sample!r} not in the metrics: {scraped!r}")
+
+
 def deadline(coroutine):
     """The coroutine as a Deferred that fails after L{DEADLINE} seconds."""
     return Deferred.fromCoroutine(coroutine).addTimeout(DEADLINE, reactor)
 
 
 async def first(iterator, count=1):
+    """The first C{count} items; then the iterator is closed (as aclosing() does)."""
     got = []
-    async for item in iterator:
-        got.append(item)
-        if len(got) == count:
-            break
+    async with aclosing(iterator) as items:
+        async for item in items:
+            got.append(item)
+            if len(got) == count:
+                break
     return got
 
 
@@ -104,7 +124,12 @@ async def test_webrocketBackend(moon):
     assert len(await backend.browserToken("joe", "rooms")) == 128
     events = backend.workerEvents(filter="rooms/.*")
     receiving = deadline(first(events))
+    # The open stream is counted in the metrics.
+    scraped = await _waitForMetric(moon, b"rocketd_workers 1.0")
+    assert b"rocketd_sse_streams 1.0" in scraped, scraped
     await backend.trigger("ping", {"n": 1}, channel="rooms")
     (event,) = await receiving
+    # Leaving the loop closed the stream: the worker is gone.
+    assert await _waitForMetric(moon, b"rocketd_workers 0.0")
     assert (event.event, event.data["n"]) == ("rooms/ping", 1)
     await backend.closeChannel("rooms")
