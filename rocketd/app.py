@@ -21,6 +21,17 @@ from twisted.python.filepath import FilePath
 from twisted.web.resource import Resource
 
 from rocketd.admin.api import AdminApp, ensureCookie
+from rocketd.admin.health import HealthResource, Readiness, ReadyResource, notifySystemd
+from rocketd.admin.logs import ACCESS_LOG_FORMATTERS, AccessLog
+from rocketd.admin.metrics import (
+    MetricsCollector,
+    MetricsResource,
+    OpenRoutes,
+    RequestCounts,
+    adminRoute,
+    mainRoute,
+    makeRegistry,
+)
 from rocketd.http.coalesce import Coalescer
 from rocketd.http.connections import (
     ConnectionLimitFactory,
@@ -118,7 +129,9 @@ class Rocketd:
 
     @ivar engine: the L{rocketd.interfaces.IEngine}.
     @ivar root: the main listener's resource.
-    @ivar admin: the admin listener's resource.
+    @ivar admin: the admin API's resource (cookie guarded).
+    @ivar adminRoot: the admin listener's resource: the admin API, and
+        C{/metrics}, C{/healthz}, C{/readyz} without the cookie.
     @ivar vhosts: the WebRocket vhost registry.
     @ivar backend: the WebRocket backend API.
     @ivar frontend: the WebRocket frontend (browsers' WebSockets).
@@ -187,6 +200,42 @@ class Rocketd:
         channels.addSubscriberCounter(self.frontend.browsersOn)
         cookie = ensureCookie(stateDir.child("admin.cookie"))
         self.admin = AdminApp(self.vhosts, channels, workers, self.frontend.slowClientsClosed, cookie).resource()
+        # Operations: metrics read from the components' own counts at
+        # scrape time (rocketd.admin.metrics), health and readiness; served
+        # on the admin listener without the cookie.
+        self.requests = RequestCounts()
+        #: One access log file for every listener (rocketd.admin.logs).
+        self.accessLog = (
+            AccessLog(config.access_log, ACCESS_LOG_FORMATTERS[config.access_log_format], reactor)
+            if config.access_log
+            else None
+        )
+        #: (listener name, ConnectionLimitFactory), as each listener listens.
+        self.listenerFactories = []
+        self.readiness = Readiness()
+        frontend = self.frontend
+        self.metrics = makeRegistry(
+            MetricsCollector(
+                engineStats=lambda: getattr(self.engine, "stats", {}),
+                listeners=lambda: self.listenerFactories,
+                websockets=lambda: frontend.connections,
+                slowClosed=lambda: frontend.overflows,
+                workerDropped=lambda: sum(workers.dropped(v) for v in self.vhosts.list()),
+                vhosts=lambda: len(self.vhosts.list()),
+                requests=self.requests,
+                sseStreams=lambda: len(self.heartbeat),
+                workers=lambda: sum(len(workers.listWorkers(v)) for v in self.vhosts.list()),
+            )
+        )
+        self.metricsResource = MetricsResource(self.metrics)
+        self.adminRoot = OpenRoutes(
+            self.admin,
+            {
+                b"metrics": self.metricsResource,
+                b"healthz": HealthResource(),
+                b"readyz": ReadyResource(self.readiness),
+            },
+        )
         root = RootResource(backend.resource(websocket=self.frontend.resource()))
         root.putChild(b"restms", self.restms.resource())
         root.putChild(b"static", staticResource())
@@ -218,25 +267,40 @@ class Rocketd:
         return started.addCallback(prepare)
 
     def site(self):
-        return self._site(self.root, _internalError)
+        return self._site(self.root, _internalError, "main", mainRoute)
 
     def adminSite(self):
-        return self._site(self.admin, _jsonInternalError)
+        return self._site(self.adminRoot, _jsonInternalError, "admin", adminRoute)
 
-    def _site(self, resource, internalError):
+    def metricsSite(self):
+        """The site of the C{[rocketd] metrics} listener: C{/metrics} only."""
+        root = Resource()
+        root.putChild(b"metrics", self.metricsResource)
+        return self._site(root, _jsonInternalError, "metrics", adminRoute)
+
+    def _site(self, resource, internalError, name, routeOf):
         site = GuardedSite(
             resource,
             maxBody=self.config.max_body,
             tooLargeBody=_tooLargeBody,
             internalError=internalError,
-            logPath=self.config.access_log or None,
+            logPath=None,
             headTimeout=self.config.head_timeout,
             reactor=self.reactor,
         )
-        if not self.config.access_log:
-            # No access log: not even the line per request that a Site
-            # writes to the daemon's own log by default.
-            site.log = lambda request: None
+        # Each request ends in the site's log(): count it there (one
+        # dictionary increment per request), then write the access log
+        # line, if any. No access log: not even the line per request that
+        # a Site writes to the daemon's own log by default.
+        count = self.requests.counter(name, routeOf)
+        writeLine = self.accessLog.write if self.accessLog is not None else None
+
+        def logRequest(request):
+            count(request)
+            if writeLine is not None:
+                writeLine(request)
+
+        site.log = logRequest
         return site
 
 
@@ -342,6 +406,9 @@ class _RocketdService(MultiService):
             except CannotListenError as e:
                 # One sentence, not a traceback: the port is taken, or not ours.
                 raise _StartFailed(f"rocketd: {e}") from None
+        if not self._stopping:
+            self.rocketd.readiness.ready()
+            notifySystemd("READY=1")
 
     _stopping = False
 
@@ -363,8 +430,12 @@ class _RocketdService(MultiService):
 
     def stopService(self):
         self._stopping = True
+        self.rocketd.readiness.notReady("The daemon is stopping.")
+        notifySystemd("STOPPING=1")
         d = MultiService.stopService(self)
         d.addCallback(lambda _: self.rocketd.engine.stop())
+        if self.rocketd.accessLog is not None:
+            d.addBoth(lambda result: (self.rocketd.accessLog.close(), result)[1])
         return d
 
 
@@ -393,13 +464,20 @@ def makeRocketdService(config, reactor):
             cap=mainCap,
         )
     backlog = listenBacklog()
-    for name, endpoint, site, cap in (
+    listeners = [
         ("main", config.listen, rocketd.site(), mainCap),
         ("admin", config.admin, rocketd.adminSite(), adminCap),
-    ):
+    ]
+    if config.metrics:
+        listeners.append(("metrics", config.metrics, rocketd.metricsSite(), adminCap))
+
+    def capped(factory, cap, name):
+        limited = ConnectionLimitFactory(factory, cap, clock=reactor, name=name)
+        rocketd.listenerFactories.append((name, limited))
+        return limited
+
+    for name, endpoint, site, cap in listeners:
         # The cap wraps whatever the endpoint listens with (TLS included).
-        limited = LimitingReactor(
-            reactor, lambda factory, cap=cap, name=name: ConnectionLimitFactory(factory, cap, clock=reactor, name=name)
-        )
+        limited = LimitingReactor(reactor, lambda factory, cap=cap, name=name: capped(factory, cap, name))
         _Listener(name, serverFromString(limited, withBacklog(endpoint, backlog)), site).setServiceParent(service)
     return service

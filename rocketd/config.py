@@ -32,6 +32,10 @@ from rocketd.webrocket.vhosts import TOKEN, checkPath
 ENGINES = ("memory",)
 #: The log levels a config may name, least severe first.
 LOG_LEVELS = tuple(level.name for level in LogLevel.iterconstants())
+#: The daemon's log formats (C{log_format}, C{--log-format}) and the
+#: access log's (C{access_log_format}).
+LOG_FORMATS = ("text", "json")
+ACCESS_LOG_FORMATS = ("combined", "json")
 #: The prefix of a vhost section's name: C{[vhost /moon]}.
 VHOST_SECTION = "vhost "
 
@@ -76,10 +80,17 @@ class Config:
         C{"loopback"}, clients on this machine only, or C{"any"}.
     @ivar access_log: a file to append one line per HTTP request to
         (the combined log format), or C{""} for no access log.
+    @ivar access_log_format: that line's format, one of
+        L{ACCESS_LOG_FORMATS}: C{combined} or C{json} (one object).
+    @ivar log_format: the daemon's log, one of L{LOG_FORMATS}: C{text}
+        (twistd's lines) or C{json} (one object per line).
     @ivar head_timeout: the longest a request's head (request line and
         headers) may take to arrive, in seconds (then 408 and close).
     @ivar max_connections: the most connections the main listener keeps
         open at once; beyond it new ones are closed at once, and counted.
+    @ivar metrics: an endpoint for a listener of its own serving the
+        Prometheus metrics at C{/metrics} (they are always on the admin
+        listener too), or C{""} for none.
     """
 
     listen: str = "tcp:8080"
@@ -104,8 +115,11 @@ class Config:
     vhosts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     log_level: str = "info"
     access_log: str = ""
+    access_log_format: str = "combined"
+    log_format: str = "text"
     head_timeout: float = 10.0
     max_connections: int = 16384
+    metrics: str = ""
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -120,8 +134,11 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "engine",
             "log_level",
             "access_log",
+            "access_log_format",
+            "log_format",
             "head_timeout",
             "max_connections",
+            "metrics",
         ),
         "restms": (
             "max_body",
@@ -164,6 +181,17 @@ def _endpoint(value: str) -> str:
     except Exception as e:
         raise ValueError(f"{value!r} is not a valid server endpoint ({e})") from None
     return value
+
+
+def _choice(value: str, choices: tuple) -> str:
+    value = value.strip().lower()
+    if value not in choices:
+        raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def _optionalEndpoint(value: str) -> str:
+    return _endpoint(value) if value.strip() else ""
 
 
 def _text(value: str) -> str:
@@ -248,6 +276,8 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "engine": _engine,
         "log_level": _logLevel,
         "access_log": _optionalPath,
+        "access_log_format": lambda v: _choice(v, ACCESS_LOG_FORMATS),
+        "log_format": lambda v: _choice(v, LOG_FORMATS),
         "anonymous": _anonymous,
         "max_body": _positiveInt,
         "pipe_depth": _positiveInt,
@@ -265,6 +295,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "ping_interval": _positiveFloat,
         "head_timeout": _positiveFloat,
         "max_connections": _positiveInt,
+        "metrics": _optionalEndpoint,
     }
 )
 

@@ -24,7 +24,7 @@ from twisted.logger import (
 )
 from twisted.python import usage
 
-from rocketd.config import ENGINES, LOG_LEVELS, Config, ConfigError, loadConfig
+from rocketd.config import ENGINES, LOG_FORMATS, LOG_LEVELS, Config, ConfigError, loadConfig
 
 log = Logger()
 
@@ -41,6 +41,7 @@ _FIELDS = {
     "pipe-depth": "pipe_depth",
     "heartbeat": "heartbeat",
     "log-level": "log_level",
+    "log-format": "log_format",
 }
 
 
@@ -75,6 +76,12 @@ class Options(usage.Options):
             None,
             f"Least severe level logged, one of: {', '.join(LOG_LEVELS)} [default: {_DEFAULTS.log_level}].",
         ],
+        [
+            "log-format",
+            None,
+            None,
+            f"Log lines as {' or '.join(LOG_FORMATS)} (one JSON object per line) [default: {_DEFAULTS.log_format}].",
+        ],
     ]
 
     compData = usage.Completions(
@@ -83,6 +90,7 @@ class Options(usage.Options):
             "state-dir": usage.CompleteDirs(),
             "engine": usage.CompleteList(list(ENGINES)),
             "log-level": usage.CompleteList(list(LOG_LEVELS)),
+            "log-format": usage.CompleteList(list(LOG_FORMATS)),
         }
     )
 
@@ -119,9 +127,10 @@ class _LogLevelService(MultiService):
     below the configured level.
     """
 
-    def __init__(self, service, level: LogLevel, serverOptions):
+    def __init__(self, service, level: LogLevel, serverOptions, logFormat: str = "text"):
         MultiService.__init__(self)
         self._level = level
+        self._format = logFormat
         self._serverOptions = serverOptions
         service.setServiceParent(self)
 
@@ -130,7 +139,10 @@ class _LogLevelService(MultiService):
         getComponent = getattr(parent, "getComponent", None)
         if getComponent is None or getComponent(ILogObserver, None) is not None:
             return
-        observer = _twistdObserver(self._serverOptions)
+        if self._format == "json":
+            observer = _jsonObserver(self._serverOptions)
+        else:
+            observer = _twistdObserver(self._serverOptions)
         if observer is None:
             return
         predicate = LogLevelFilterPredicate(defaultLogLevel=self._level)
@@ -157,6 +169,26 @@ def _twistdObserver(serverOptions) -> Optional[ILogObserver]:
     return observer
 
 
+def _jsonObserver(serverOptions) -> ILogObserver:
+    """
+    One JSON object per line (L{rocketd.admin.logs.JSONLinesObserver}),
+    written where C{twistd} would write its text lines: its C{--logfile}
+    (rotated as twistd rotates it), else standard output under
+    C{--nodaemon}, else C{twistd.log}. With C{--syslog}, JSON lines go to
+    standard output.
+    """
+    import sys
+
+    from twisted.python.logfile import LogFile
+
+    from rocketd.admin.logs import JSONLinesObserver
+
+    name = serverOptions.get("logfile")
+    if name == "-" or (not name and (serverOptions.get("nodaemon") or serverOptions.get("syslog"))):
+        return JSONLinesObserver(sys.stdout)
+    return JSONLinesObserver(LogFile.fromFullPath(name or "twistd.log"))
+
+
 def makeService(options: Options, reactor=None):
     """
     Build the daemon's service from parsed options.
@@ -178,4 +210,4 @@ def makeService(options: Options, reactor=None):
     if not isinstance(serverOptions, TwistdOptions):
         # Not run by twistd (a test, or twist, which has its own --log-level).
         return service
-    return _LogLevelService(service, LogLevel.levelWithName(config.log_level), serverOptions)
+    return _LogLevelService(service, LogLevel.levelWithName(config.log_level), serverOptions, config.log_format)

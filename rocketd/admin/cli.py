@@ -12,8 +12,10 @@ C{$ROCKETD_ADMIN}, else C{http://127.0.0.1:8082}.
 Output is made for scripts: one item a line, fields separated by one space.
 Every error prints C{error: <sentence>} on standard error and exits 1.
 
-A command line tool needs no reactor: this client is synchronous and uses
-only the standard library.
+The admin commands need no reactor: their client is synchronous and uses
+only the standard library. The message commands (C{publish},
+C{subscribe}, C{fire}, C{workers-tail}: L{rocketd.admin.messages}) run
+L{rocketd.client} on the reactor.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from typing import Callable, Dict, Mapping, Optional, Sequence, TextIO
+
+from rocketd.admin.messages import COMMANDS as MESSAGE_COMMANDS
+from rocketd.admin.messages import DEFAULT_URL, addCommands
 
 #: The admin listener's address when nothing else is said.
 DEFAULT_ADMIN = "http://127.0.0.1:8082"
@@ -98,6 +103,13 @@ def _buildParser() -> argparse.ArgumentParser:
     command("add-channel", "open a channel in a vhost", vhost, channel)
     command("delete-channel", "close a channel of a vhost", vhost, channel)
     command("list-workers", "print a vhost's backend workers: id, filter, connection time", vhost)
+    # The message commands (rocketd.admin.messages) speak to the main
+    # listener with rocketd.client.
+    parser.add_argument("--url", metavar="URL", help="the main listener, for the message commands "
+                        "(default: $ROCKETD_URL or %s)" % (DEFAULT_URL,))
+    parser.add_argument("--token", metavar="TOKEN", help="the vhost's token, for fire and workers-tail "
+                        "(default: $ROCKETD_TOKEN, else read from the admin API)")
+    addCommands(lambda name, help: commands.add_parser(name, help=help, description=help))
     return parser
 
 
@@ -332,6 +344,15 @@ def main(
         if options.timeout <= 0:
             raise CommandError("the timeout must be more than 0 seconds")
         url = _adminURL(options, environ)
+        if options.command in MESSAGE_COMMANDS:
+            from rocketd.admin.messages import run
+
+            def token(vhost):
+                cookie = _readCookie(_cookiePath(options, environ))
+                client = AdminClient(url, cookie, opener or _defaultOpener(), timeout=options.timeout)
+                return client.call("GET", _vhostURLPath(vhost))["token"]
+
+            return run(options, environ, sys.stdin, stdout, token, CommandError)
         cookie = _readCookie(_cookiePath(options, environ))
         client = AdminClient(url, cookie, opener or _defaultOpener(), timeout=options.timeout)
         _COMMANDS[options.command](client, options, stdout)

@@ -135,6 +135,10 @@ class Heartbeat:
         if self._streams.pop(stream, _GONE) is not _GONE and not self._streams and self._loop.running:
             self._loop.stop()
 
+    def __len__(self) -> int:
+        """How many streams are open (for the metrics)."""
+        return len(self._streams)
+
     def _beat(self) -> None:
         for stream in list(self._streams):
             stream._ping()
