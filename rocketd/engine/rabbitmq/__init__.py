@@ -6,3 +6,7 @@ C{docs/architecture.md} ("The RabbitMQ engine") for what works so far.
 Only C{_amqp} imports the AMQP client (pika); C{_mapping} turns messages
 into AMQP and back.
 """
+
+from rocketd.engine.rabbitmq._engine import RabbitMQEngine
+
+__all__ = ["RabbitMQEngine"]

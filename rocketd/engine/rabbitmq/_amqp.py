@@ -41,6 +41,63 @@ def backoff(attempt: int, random: Callable[[], float] = _random.random) -> float
     return base * (0.75 + 0.5 * random())
 
 
+def unavailable(sentence: str = "The message broker is unreachable; retry later.") -> Deferred:
+    """@return: a Deferred failed with L{EngineUnavailable}."""
+    return fail(EngineUnavailable(sentence))
+
+
+def drain(queue, deliver: Callable, ended: Optional[Callable] = None) -> None:
+    """
+    Hand every delivery a consumer's queue (pika's
+    C{ClosableDeferredQueue}) receives to C{deliver}, in order, as it
+    comes, without growing the stack; call C{ended(reason)} once the queue
+    is closed (consumer cancelled, channel or connection closed).
+    """
+
+    def got(delivery):
+        deliver(delivery)
+        pull()
+
+    def closed(failure):
+        if ended is not None:
+            ended(failure.value)
+
+    def pull():
+        while queue.pending and not queue.closed:
+            deliver(queue.pending.pop(0))
+        if not queue.closed:
+            queue.get().addCallbacks(got, closed)
+        elif ended is not None:
+            ended(queue.closed)
+
+    pull()
+
+
+class Channel:
+    """
+    A channel that reopens itself when a failed command closed it: the
+    publisher's (with confirms) and the declarations'.
+    """
+
+    def __init__(self, connection, confirm: bool = False):
+        self._connection = connection
+        self._confirm = confirm
+        self._channel = None
+        self._opening: Optional[Deferred] = None
+
+    @inlineCallbacks
+    def get(self):
+        """@return: Deferred firing with an open channel."""
+        while self._channel is None or self._channel.is_closed or self._channel.is_closing:
+            if self._connection.is_closed:
+                raise EngineUnavailable("The message broker connection was lost; retry later.")
+            channel = yield self._connection.channel()
+            if self._confirm:
+                yield channel.confirm_delivery()
+            self._channel = channel
+        return self._channel
+
+
 def parameters(url: str, heartbeat: int):
     """
     @return: pika's connection parameters for an AMQP URI, with the
