@@ -41,6 +41,7 @@ _FIELDS = {
     "pipe-depth": "pipe_depth",
     "heartbeat": "heartbeat",
     "log-level": "log_level",
+    "rabbitmq-url": "rabbitmq_url",
 }
 
 
@@ -69,6 +70,8 @@ class Options(usage.Options):
         ["max-body", None, None, f"Largest request body, in bytes [default: {_DEFAULTS.max_body}]."],
         ["pipe-depth", None, None, f"Most messages a pipe holds [default: {_DEFAULTS.pipe_depth}]."],
         ["heartbeat", None, None, f"Seconds between stream heartbeats [default: {_DEFAULTS.heartbeat:g}]."],
+        ["rabbitmq-url", None, None, "AMQP URI of the broker of the rabbitmq engine (experimental) "
+         f"[default: {_DEFAULTS.rabbitmq_url}]."],
         [
             "log-level",
             None,

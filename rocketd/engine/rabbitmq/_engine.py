@@ -67,6 +67,12 @@ def operation(method):
 
     def wrapper(self, *args, **kw):
         if not self.up:
+            starting = self._started
+            if starting is not None and not starting.called:
+                # Called while the first connection is being made: wait for it.
+                waiting = Deferred()
+                starting.addBoth(lambda result: (waiting.callback(None), result)[1])
+                return waiting.addCallback(lambda _: wrapper(self, *args, **kw))
             return fail(self.broker.unavailable())
         return maybeDeferred(method, self, *args, **kw)
 
