@@ -26,7 +26,7 @@ from rocketd.engine._hashes import HashSource
 from rocketd.engine._topic import BadPattern
 from rocketd.engine.message import Message
 from rocketd.engine.rabbitmq import _amqp
-from rocketd.engine.rabbitmq._mapping import FEED, MESSAGE_ID, fromAMQP, toAMQP
+from rocketd.engine.rabbitmq._mapping import ADDRESS, FEED, MESSAGE_ID, fromAMQP, toAMQP
 from rocketd.engine.rabbitmq._meta import MetaLog
 from rocketd.engine.rabbitmq._resources import (
     EXCHANGE_TYPES,
@@ -81,6 +81,24 @@ def operation(method):
     return wrapper
 
 
+def after(d: Deferred) -> Deferred:
+    """@return: a new Deferred firing with None once C{d} has fired (C{d}'s result untouched)."""
+    waiting = Deferred()
+
+    def fired(result):
+        waiting.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return waiting
+
+
+def _ack(channel, tag, multiple=False):
+    """Acknowledge on a channel that is still open (a closed one has requeued the delivery)."""
+    if channel is not None and channel.is_open:
+        channel.basic_ack(tag, multiple=multiple)
+
+
 def _checkText(value, what):
     if not isinstance(value, str):
         raise InvalidArgument(f"The {what} must be a string.")
@@ -126,6 +144,9 @@ class RabbitMQEngine:
         self._messages = weakref.WeakValueDictionary()
         self._started = None
         self._endMarkers: Dict[str, Deferred] = {}
+        #: x-rocketd-id -> Deferred firing with 1 once the dispatcher placed
+        #: the message in a pipe, 0 once it kept or dropped it.
+        self._placements: Dict[str, Deferred] = {}
 
     @property
     def up(self):
@@ -161,6 +182,11 @@ class RabbitMQEngine:
                 for listening in list(feed.listeners):
                     listening.end()
                 feed.listeners = []
+                feed.dispatcher = None
+                feed.backlogged = []
+        placements, self._placements = self._placements, {}
+        for d in placements.values():
+            d.callback(0)
 
     def _ensureDefaultDomain(self):
         if DEFAULT_DOMAIN in self.domains:
@@ -228,6 +254,12 @@ class RabbitMQEngine:
 
     def _removeFeed(self, feed, now):
         feed.deleted = True
+        channel, feed.dispatcher = feed.dispatcher, None
+        if channel is not None and not isinstance(channel, Deferred) and not channel.is_closed:
+            channel.close()
+        for entry in feed.backlogged:
+            self._placed(entry[1], 0)
+        feed.backlogged = []
         domain = feed.home
         for join in list(feed.joins.values()):
             self._removeJoin(join, now)
@@ -375,6 +407,8 @@ class RabbitMQEngine:
         for feed in feeds:
             if not feed.isDefault:
                 yield self._declare("exchange_delete", feed.exchange)
+            if feed.type in ROTATING:
+                yield self._declare("queue_delete", feed.queue)
         return None
 
     @operation
@@ -406,8 +440,6 @@ class RabbitMQEngine:
             raise InvalidArgument(f"{type!r} is not a feed type; the types are: {', '.join(FEED_TYPES)}.")
         _checkText(title, "title")
         _checkText(license, "license")
-        if type in ROTATING:
-            raise InvalidArgument(f"{type} feeds are {NOT_YET}.")
         existing = domain.feeds.get(name) if name is not None else None
         if existing is None:
             hash = self.hashes.draw()
@@ -419,6 +451,10 @@ class RabbitMQEngine:
             existing = self.registry.get(hash) if name is None else domain.feeds.get(name)
             if existing is not None and existing.hash == hash:
                 yield self._declareExchange(existing)
+                if existing.type in ROTATING:
+                    yield self._declare("queue_declare", existing.queue, durable=True)
+                    yield self._declare("queue_bind", existing.queue, existing.exchange)
+                    yield self._dispatcher(existing)
                 yield self._emit(domain, "feed", "created", existing.eventHeaders())
                 return existing, True
         if existing is None:
@@ -443,8 +479,6 @@ class RabbitMQEngine:
     def createPipe(self, domain, type, title):
         if type not in PIPE_TYPES:
             raise InvalidArgument(f"{type!r} is not a pipe type; the types are: {', '.join(PIPE_TYPES)}.")
-        if type == "ondemand":
-            raise InvalidArgument(f"ondemand pipes are {NOT_YET}.")
         _checkText(title, "title")
         if domain.deleted:
             raise NoSuchResource("The domain was deleted.")
@@ -499,6 +533,8 @@ class RabbitMQEngine:
         domain = feed.home
         yield self.meta.append({"op": "feed.delete", "hash": feed.hash, "t": self.clock.seconds()})
         yield self._declare("exchange_delete", feed.exchange)
+        if feed.type in ROTATING:
+            yield self._declare("queue_delete", feed.queue)
         if not domain.deleted:
             yield self._emit(domain, "feed", "deleted", feed.eventHeaders())
         return None
@@ -525,21 +561,33 @@ class RabbitMQEngine:
         sends = []
         delivered = 0
         domain = feed.home
+        placements = []
         for message in messages:
+            rotating = feed if feed.type in ROTATING else None
             if feed.isDefault:
                 target = domain.pipes.get(message.address)
+                named = domain.feeds.get(message.address)
                 if target is not None:
                     exchange, count = "", 1
+                elif named is not None and named.type in ROTATING:
+                    rotating, exchange, count = named, named.exchange, 0
                 elif domain.name == DEFAULT_DOMAIN and message.address and ":" not in message.address \
                         and "/" not in message.address and message.address not in domain.feeds:
                     exchange, count = "", 0  # an AMQP queue of that name, if any
                 else:
                     continue
+            elif rotating is not None:
+                exchange, count = feed.exchange, 0
             else:
                 exchange = feed.exchange
                 pipes = {j.pipe for j in feed.joins.values() if j.matches(message)}
                 count = len(pipes)
-            key, props, body = toAMQP(message, uuid.uuid4().hex, feed.hash)
+            messageId = uuid.uuid4().hex
+            key, props, body = toAMQP(message, messageId, feed.hash)
+            if rotating is not None:
+                yield self._dispatcher(rotating)
+                placed = self._placements[messageId] = Deferred()
+                placements.append(placed.addTimeout(10, self.clock, onTimeoutCancel=lambda result, timeout: 0))
             sends.append((exchange, key, props, body))
             delivered += count
         if self._publisher is None:
@@ -549,7 +597,11 @@ class RabbitMQEngine:
         results = yield DeferredList(confirms, consumeErrors=True)
         for ok, result in results:
             if not ok:
+                for placed in placements:
+                    placed.cancel()
                 raise EngineUnavailable(f"The broker did not take a message ({result.value!r}); retry later.")
+        for placed in placements:
+            delivered += yield placed
         self.stats["published"] += len(messages)
         return delivered
 
@@ -619,14 +671,14 @@ class RabbitMQEngine:
     def _feedsOf(self, exchange):
         return [f for d in self.domains.values() for f in d.allFeeds.values() if f.exchange == exchange]
 
-    def _message(self, delivery, feed=None):
+    def _message(self, delivery, feed=None, fallback=None):
         """The one Message of a delivery on this node (the same object for every pipe and listener)."""
         headers = delivery.properties.headers or {}
         if feed is None:
             feed = self.registry.get(headers.get(FEED))
             if not isinstance(feed, Feed):
-                found = self._feedsOf(delivery.method.exchange)
-                feed = found[0] if found else None
+                found = self._feedsOf(delivery.method.exchange) if delivery.method.exchange else []
+                feed = found[0] if found else fallback
         key = headers.get(MESSAGE_ID)
         if key is not None:
             message = self._messages.get(key)
@@ -650,6 +702,8 @@ class RabbitMQEngine:
             raise NoSuchResource("The pipe was deleted.")
         if feed.isDefault:
             raise Forbidden("Nothing can join the default feed but the pipes' own default joins.")
+        if pipe.type == "ondemand" and feed.type not in ROTATING:
+            raise Forbidden("An ondemand pipe can only join rotator and service feeds.")
         if not isinstance(address, str):
             raise InvalidArgument("A join address must be a string.")
         if headers is None:
@@ -686,8 +740,12 @@ class RabbitMQEngine:
                 if other.key() == probe.key():
                     return other, False
             raise NoSuchResource("The pipe or the feed was deleted meanwhile.")
-        yield self._declare("queue_bind", pipe.queue, feed.exchange, routing_key=address,
-                            arguments=join.bindingArguments())
+        if feed.type in ROTATING:
+            yield self._dispatcher(feed)
+            self._rotate(feed)
+        else:
+            yield self._declare("queue_bind", pipe.queue, feed.exchange, routing_key=address,
+                                arguments=join.bindingArguments())
         yield self._emit(pipe.home, "join", "created", join.eventHeaders())
         if feed.home is not pipe.home:
             yield self._emit(feed.home, "join", "created", join.eventHeaders())
@@ -701,7 +759,9 @@ class RabbitMQEngine:
         if join.deleted:
             return None
         yield self.meta.append({"op": "join.delete", "hash": join.hash, "t": self.clock.seconds()})
-        if not any(j.key()[:3] == join.key()[:3] for j in join.pipe.joins.values()):
+        if join.feed.type in ROTATING:
+            yield self._deleteIdleServices([join.feed])
+        elif not any(j.key()[:3] == join.key()[:3] for j in join.pipe.joins.values()):
             yield self._declare("queue_unbind", join.pipe.queue, join.feed.exchange, routing_key=join.address,
                                 arguments=join.bindingArguments())
         yield self._emit(join.pipe.home, "join", "deleted", join.eventHeaders())
@@ -719,8 +779,10 @@ class RabbitMQEngine:
         if pipe.deleted:
             return None
         domain = pipe.home
+        services = [j.feed for j in pipe.joins.values() if j.feed.type == "service"]
         yield self.meta.append({"op": "pipe.delete", "hash": pipe.hash, "t": self.clock.seconds()})
         yield self._declare("queue_delete", pipe.queue)
+        yield self._deleteIdleServices(services)
         yield self._emit(domain, "pipe", "deleted", pipe.eventHeaders())
         return None
 
@@ -770,15 +832,16 @@ class RabbitMQEngine:
         tag = delivery.method.delivery_tag
         control = headers.get(CONTROL)
         if control is not None:
-            channel.basic_ack(tag)
+            _ack(channel, tag)
             d = pipe.markers.pop(control, None)
             if d is not None:
                 d.callback(None)
             return
         message = self._message(delivery)
         if message.feed is not None and not pipe.accepts(message.feed, message):
-            channel.basic_ack(tag)
+            _ack(channel, tag)
             return
+        pipe.pulling = False
         now = self.clock.seconds()
         hash = pipe.asynclet
         self.registry.pop(hash, None)
@@ -794,7 +857,7 @@ class RabbitMQEngine:
         while len(pipe.held) > self.pipeDepth:
             oldest = next(iter(pipe.held.values()))
             self._forget(pipe, oldest)
-            channel.basic_ack(oldest.tag)
+            _ack(channel, oldest.tag)
             pipe.dropped += 1
             self.stats["dropped"] += 1
         for d in pipe.waiters.pop(hash, []):
@@ -820,7 +883,7 @@ class RabbitMQEngine:
                 return
             if held.hash in pipe.held and pipe.owner is not None and not isinstance(pipe.owner, Deferred):
                 self._forget(pipe, held)
-                pipe.owner.basic_ack(held.tag)
+                _ack(pipe.owner, held.tag)
 
     @inlineCallbacks
     def _sync(self, pipe):
@@ -855,6 +918,8 @@ class RabbitMQEngine:
             raise NoSuchResource("That message is not in this pipe.")
         d = Deferred(cancelled(pipe.waiters, hash))
         pipe.waiters.setdefault(hash, []).append(d)
+        if pipe.type == "ondemand":
+            self._pull(pipe)
         held = yield d
         return held
 
@@ -875,9 +940,11 @@ class RabbitMQEngine:
         for h in older:
             self._forget(pipe, h)
         pipe.touch(self.clock.seconds())
-        channel.basic_ack(held.tag, multiple=True)
+        _ack(channel, held.tag, multiple=True)
         # A round trip on the channel: the broker has the ack before we answer.
         yield channel.basic_qos(prefetch_count=0)
+        if pipe.type == "ondemand":
+            self._pull(pipe)
         return len(older)
 
     @operation
@@ -905,3 +972,107 @@ class RabbitMQEngine:
         held.touch(self.clock.seconds())
         yield succeed(None)
         return None
+
+    # -- rotator and service feeds: the dispatcher (this node) --
+
+    @inlineCallbacks
+    def _deleteIdleServices(self, feeds):
+        """A service feed goes with its last join."""
+        for feed in feeds:
+            if feed.type == "service" and not feed.deleted and not feed.joins:
+                yield self.deleteFeed(feed)
+
+    @inlineCallbacks
+    def _dispatcher(self, feed):
+        """Consume a rotating feed's queue (once), unacknowledged: what is unacknowledged is the backlog."""
+        while isinstance(feed.dispatcher, Deferred):
+            yield after(feed.dispatcher)
+        if feed.dispatcher is None and not feed.deleted:
+            starting = feed.dispatcher = Deferred()
+            try:
+                if self._connection is None:
+                    raise self.broker.unavailable()
+                channel = yield self._connection.channel()
+                queue, _ = yield channel.basic_consume(feed.queue)
+            except Exception:
+                feed.dispatcher = None
+                starting.callback(None)
+                raise
+            feed.dispatcher = channel
+            _amqp.drain(queue, lambda delivery: self._backlog(feed, channel, delivery))
+            starting.callback(None)
+        return feed.dispatcher
+
+    def _placed(self, message_id, count):
+        d = self._placements.pop(message_id, None) if message_id is not None else None
+        if d is not None and not d.called:
+            d.callback(count)
+
+    def _backlog(self, feed, channel, delivery):
+        if feed.dispatcher is not channel:
+            return
+        fallback = feed.home.feeds.get(DEFAULT_FEED) if not delivery.method.exchange else feed
+        message = self._message(delivery, fallback=fallback)
+        messageId = (delivery.properties.headers or {}).get(MESSAGE_ID)
+        feed.backlogged.append((delivery.method.delivery_tag, messageId, message, delivery))
+        self._rotate(feed)
+        limit = feed.backlog if feed.backlog is not None else self.feedBacklog
+        while len(feed.backlogged) > limit:
+            tag, oldId, _, _ = feed.backlogged.pop(0)
+            _ack(channel, tag)
+            feed.dropped += 1
+            feed.touch(self.clock.seconds())
+            self.stats["dropped"] += 1
+            self._placed(oldId, 0)
+        self._placed(messageId, 0)
+
+    def _rotate(self, feed):
+        """Give the backlog, in order, to the next ready join that takes each message."""
+        channel = feed.dispatcher
+        if channel is None or isinstance(channel, Deferred):
+            return
+        joins = list(feed.joins.values())
+        if not joins:
+            return
+        i = 0
+        while i < len(feed.backlogged):
+            tag, messageId, message, delivery = feed.backlogged[i]
+            count = len(joins)
+            chosen = None
+            for k in range(count):
+                join = joins[(feed.turn + k) % count]
+                if join.pipe.ready() and not join.pipe.deleted and join.matches(message):
+                    chosen = join
+                    feed.turn = (feed.turn + k + 1) % count
+                    break
+            if chosen is None:
+                i += 1
+                continue
+            del feed.backlogged[i]
+            self._forward(feed, channel, chosen.pipe, tag, message, delivery)
+            self._placed(messageId, 1)
+
+    def _forward(self, feed, channel, pipe, tag, message, delivery):
+        """Publish a backlog message into a pipe's queue; acknowledge it in the feed's queue once confirmed."""
+        properties = delivery.properties
+        headers = dict(properties.headers or {})
+        headers[ADDRESS] = message.address
+        headers.setdefault(FEED, message.feed.hash if message.feed is not None else feed.hash)
+        properties.headers = headers
+        if pipe.type == "ondemand":
+            pipe.pulling = True
+        d = self._publisher.get() if self._publisher is not None else fail(self.broker.unavailable())
+        d.addCallback(lambda publisher: publisher.basic_publish("", pipe.queue, delivery.body, properties))
+
+        def confirmed(_):
+            if feed.dispatcher is channel and not channel.is_closed:
+                _ack(channel, tag)
+
+        d.addCallbacks(confirmed, lambda f: self.log.warn("Forwarding a message failed: {f}", f=f.value))
+
+    def _pull(self, pipe):
+        """An ondemand pipe became ready: its feeds' dispatchers may give it one message."""
+        if pipe.ready():
+            for join in list(pipe.joins.values()):
+                if join.feed.type in ROTATING and pipe.ready():
+                    self._rotate(join.feed)

@@ -42,6 +42,8 @@ DEFAULTED = "x-rocketd-default-dm"
 MESSAGE_ID = "x-rocketd-id"
 #: The feed a message was published to, when the exchange does not say.
 FEED = "x-rocketd-feed"
+#: The address of a message a rotator or service feed forwarded to a pipe's queue.
+ADDRESS = "x-rocketd-address"
 
 #: Shortstr properties that go to their AMQP field as they are.
 _SHORTSTR = ("reply_to", "message_id", "correlation_id", "type", "app_id")
@@ -149,6 +151,7 @@ def fromAMQP(routingKey: str, properties, body: bytes, feed=None) -> Message:
     @return: the L{Message}.
     """
     headers = dict(getattr(properties, "headers", None) or {})
+    routingKey = _text(headers.get(ADDRESS, routingKey))
     props: Dict[str, str] = {}
     for name in ("reply_to", "message_id", "correlation_id", "delivery_mode", "priority",
                  "expiration", "timestamp", "type", "user_id", "app_id"):

@@ -105,6 +105,17 @@ class Feed(Resource):
         self.deleted = False
         #: This node's listeners (see the engine's listen).
         self.listeners: List["Listening"] = []
+        #: A rotating feed's dispatcher state (this node's): the channel
+        #: consuming the feed's queue, the backlog of unacknowledged
+        #: deliveries in order, the join that took the last message.
+        self.dispatcher = None
+        self.backlogged: List[tuple] = []
+        self.turn = 0
+
+    @property
+    def queue(self):
+        """A rotator or service feed's queue: named as its exchange (the seed's AMQP service reads it)."""
+        return self.exchange
 
     def eventHeaders(self):
         return {"hash": self.hash, "name": self.name or "", "type": self.type, "domain": self.domain}
@@ -143,7 +154,10 @@ class Join(Resource):
         self.isDefault = isDefault
         self.deleted = False
         self._regex = re.compile(pattern) if pattern is not None else None
-        self.words = parsePattern(address) if feed.type == "topic" or feed.type == "system" else None
+        if feed.type in ("topic", "system") or (feed.type in ROTATING and address not in ("*", "#")):
+            self.words = parsePattern(address)
+        else:
+            self.words = None
 
     def key(self):
         return (self.feed.hash, self.address, tuple(sorted(self.headers.items())), self.pattern)
@@ -171,8 +185,8 @@ class Join(Resource):
             wanted = {k: v for k, v in self.headers.items() if k != "x-match"}
             found = [message.headers.get(k) == v for k, v in wanted.items()]
             ok = any(found) if self.headers.get("x-match") == "any" else all(found)
-        else:
-            ok = True
+        else:  # rotator, service: * and # take every message, another address is a topic pattern
+            ok = self.words is None or topicMatches(self.words, splitWords(message.address))
         return ok and (self._regex is None or self._regex.fullmatch(message.address) is not None)
 
     def eventHeaders(self):
@@ -203,6 +217,14 @@ class Pipe(Resource):
         self.held: Dict[str, "HeldMessage"] = {}
         self.waiters: Dict[str, List[Deferred]] = {}
         self.consumer = None
+        #: An ondemand pipe's pull in flight (a message forwarded, not arrived yet).
+        self.pulling = False
+
+    def ready(self) -> bool:
+        """Whether a rotator or service feed may give this pipe a message now."""
+        if self.type != "ondemand":
+            return True
+        return not self.pulling and not self.held and any(self.waiters.values())
 
     @property
     def queue(self):
