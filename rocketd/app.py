@@ -75,6 +75,9 @@ def rabbitmqEngine(config, reactor):
         heartbeat=config.rabbitmq_heartbeat,
         pipeDepth=config.pipe_depth,
         feedBacklog=config.feed_backlog,
+        stageTTL=config.stage_ttl,
+        stageCount=config.stage_max_count,
+        stageBytes=config.stage_max_bytes,
     )
     engine.start()
     return engine

@@ -63,13 +63,9 @@ class BrokerVhost:
 NOT_YET = "not yet on the RabbitMQ engine: "
 #: The contract tests that need what is not built yet, with what it is.
 SKIPS = {
-    "test_interfaces": "staged contents",
     "test_joins": "callable predicates (the contract's serialisable predicate, issue 12 point 1)",
     "test_predicate": "callable predicates (the contract's serialisable predicate, issue 12 point 1)",
     "test_rotatorPredicate": "callable predicates (the contract's serialisable predicate, issue 12 point 1)",
-    "test_stagedContent": "staged contents",
-    "test_deleteStagedContent": "staged contents",
-    "test_stageBounds": "staged contents",
     "test_workerPool": "callable predicates (the contract's serialisable predicate, issue 12 point 1)",
 }
 
@@ -83,7 +79,8 @@ class RabbitMQEngineContractTests(BrokerVhost, EngineContractTests, TestCase):
         from rocketd.engine.rabbitmq import RabbitMQEngine
 
         engine = RabbitMQEngine(reactor, self.brokerURL(), heartbeat=10, pipeDepth=self.PIPE_DEPTH,
-                                feedBacklog=self.FEED_BACKLOG)
+                                feedBacklog=self.FEED_BACKLOG, stageCount=self.STAGE_COUNT,
+                                stageBytes=self.STAGE_BYTES)
         return engine, reactor
 
     def setUp(self):

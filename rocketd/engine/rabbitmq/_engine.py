@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from rocketd.engine._hashes import HashSource
 from rocketd.engine._topic import BadPattern
-from rocketd.engine.message import Message
+from rocketd.engine.message import Content, Message
 from rocketd.engine.rabbitmq import _amqp
 from rocketd.engine.rabbitmq._mapping import ADDRESS, FEED, MESSAGE_ID, fromAMQP, toAMQP
 from rocketd.engine.rabbitmq._meta import MetaLog
@@ -40,20 +40,25 @@ from rocketd.engine.rabbitmq._resources import (
     Join,
     Listening,
     Pipe,
+    StagedContent,
     cancelled,
 )
 from rocketd.errors import (
     Conflict,
+    ContentGone,
     EngineUnavailable,
     Forbidden,
     InvalidArgument,
     InvalidName,
+    LimitReached,
     NoSuchResource,
 )
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED, FEED_TYPES, IEngine, PIPE_TYPES
 
 _DOMAIN_NAME = re.compile(r"[A-Za-z0-9._/-]{1,256}\Z")
 _FEED_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
+#: A staged content's queue: this prefix and its hash.
+STAGE_QUEUE = "rocketd:stage:"
 #: The header of rocketd's control messages in a pipe's queue.
 CONTROL = "x-rocketd-control"
 
@@ -116,7 +121,8 @@ class RabbitMQEngine:
     log = Logger()
 
     def __init__(self, reactor, url: str, heartbeat: int = 10, pipeDepth: int = 10000, feedBacklog: int = 10000,
-                 backlogAge: Optional[float] = None, connect=_amqp.tcpConnect):
+                 backlogAge: Optional[float] = None, stageTTL: float = 3600.0, stageCount: int = 1000,
+                 stageBytes: int = 16777216, connect=_amqp.tcpConnect):
         """
         @param reactor: the reactor (TCP and time).
         @param url: the broker's AMQP URI (credentials and broker vhost).
@@ -130,6 +136,12 @@ class RabbitMQEngine:
         self.pipeDepth = pipeDepth
         self.feedBacklog = feedBacklog
         self.backlogAge = backlogAge
+        self.stageTTL = stageTTL
+        self.stageCount = stageCount
+        self.stageBytes = stageBytes
+        #: Staged contents by hash (the log's), and who dropped each (claim races).
+        self.staged: Dict[str, StagedContent] = {}
+        self._dropped: Dict[str, str] = {}
         self.stats = {"published": 0, "delivered": 0, "dropped": 0}
         self.hashes = HashSource()
         self.domains: Dict[str, Domain] = {}
@@ -420,6 +432,9 @@ class RabbitMQEngine:
             if type(found) is Pipe and hash != found.hash:
                 return Asynclet(hash, found, found.asyncletSince)
             return found
+        record = self._stagedRecord(hash)
+        if record is not None:
+            return self._stagedBody(record).addCallback(lambda _: record)
         base, dot, index = hash.rpartition(".")
         if dot and index.isascii() and index.isdigit():
             held = self.registry.get(base)
@@ -543,13 +558,97 @@ class RabbitMQEngine:
     def listFeedJoins(self, feed):
         return list(feed.joins.values())
 
-    @operation
-    def stageContent(self, feed, content):
-        raise InvalidArgument(f"Staged contents are {NOT_YET}.")
+    # -- staged contents: a durable queue each, bounds kept in the log --
 
     @operation
+    @inlineCallbacks
+    def stageContent(self, feed, content):
+        if feed.deleted:
+            raise NoSuchResource("The feed was deleted.")
+        if not isinstance(content, Content):
+            raise InvalidArgument("Only a Content can be staged.")
+        if content.length > self.stageBytes:
+            raise LimitReached(f"A feed keeps at most {self.stageBytes} bytes of staged contents.")
+        hash = self.hashes.draw()
+        queue = STAGE_QUEUE + hash
+        yield self._declare("queue_declare", queue, durable=True,
+                            arguments={"x-expires": int(self.stageTTL * 1000) + 60000})
+        properties = {"content_type": content.type, "delivery_mode": 2}
+        yield self._publish("", queue, properties, content.body)
+        yield self.meta.append({"op": "stage.create", "hash": hash, "feed": feed.hash, "size": content.length,
+                                "t": self.clock.seconds()})
+        record = self.staged.get(hash)
+        if record is None:
+            yield self._declare("queue_delete", queue)
+            raise LimitReached(
+                f"This feed keeps {self.stageCount} staged contents and {self.stageBytes} bytes of them "
+                "at most; claim or delete some first."
+            )
+        record.content = content
+        return record
+
+    @operation
+    @inlineCallbacks
     def claimContent(self, feed, hash):
-        raise InvalidArgument(f"Staged contents are {NOT_YET}.")
+        record = self._stagedRecord(hash)
+        if record is None:
+            raise ContentGone("There is no such staged content (claimed, deleted, expired or never staged).")
+        if record.feed != feed.hash:
+            raise Forbidden("That content was staged on another feed.")
+        content = yield self._stagedBody(record)
+        event = yield self.meta.append({"op": "stage.drop", "hash": hash, "t": self.clock.seconds()})
+        if self._dropped.pop(hash, None) != event["id"]:
+            raise ContentGone("The staged content was claimed meanwhile.")
+        yield self._declare("queue_delete", STAGE_QUEUE + hash)
+        return content
+
+    @operation
+    @inlineCallbacks
+    def deleteStaged(self, record):
+        if self._stagedRecord(record.hash) is record:
+            yield self.meta.append({"op": "stage.drop", "hash": record.hash, "t": self.clock.seconds()})
+            self._dropped.pop(record.hash, None)
+            yield self._declare("queue_delete", STAGE_QUEUE + record.hash)
+        return None
+
+    def _stagedRecord(self, hash):
+        record = self.staged.get(hash) if isinstance(hash, str) else None
+        if record is not None and self.clock.seconds() - record.created >= self.stageTTL:
+            return None
+        return record
+
+    @inlineCallbacks
+    def _stagedBody(self, record):
+        """A staged content's bytes: this node's copy, else the queue's (read, then put back)."""
+        if record.content is None:
+            channel = yield self._connection.channel()
+            try:
+                got = yield channel.basic_get(STAGE_QUEUE + record.hash)
+                if got is None:
+                    raise ContentGone("The staged content's bytes are gone (expired).")
+                record.content = Content(got.properties.content_type or "application/octet-stream", got.body)
+                channel.basic_reject(got.method.delivery_tag, requeue=True)
+            finally:
+                channel.close()
+        return record.content
+
+    def _on_stage_create(self, e):
+        feed = self.registry.get(e["feed"])
+        if not isinstance(feed, Feed):
+            return
+        now = e["t"]
+        mine = [r for r in self.staged.values() if r.feed == feed.hash]
+        for record in mine:
+            if now - record.created >= self.stageTTL:
+                del self.staged[record.hash]
+        mine = [r for r in mine if r.hash in self.staged]
+        if len(mine) + 1 > self.stageCount or sum(r.size for r in mine) + e["size"] > self.stageBytes:
+            return
+        self.staged[e["hash"]] = StagedContent(self, e["hash"], e["feed"], e["size"], now)
+
+    def _on_stage_drop(self, e):
+        if self.staged.pop(e["hash"], None) is not None:
+            self._dropped[e["hash"]] = e["id"]
 
     @operation
     @inlineCallbacks

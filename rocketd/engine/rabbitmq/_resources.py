@@ -301,6 +301,25 @@ class HeldContent:
         return self._held.pipe.engine.deleteHeldContent(self._held, self.hash)
 
 
+@implementer(IContent)
+class StagedContent:
+    """A content staged on a feed (its bytes in the queue C{rocketd:stage:<hash>})."""
+
+    version = 1
+
+    def __init__(self, engine, hash, feed, size, created):
+        self.engine = engine
+        self.hash = hash
+        self.feed = feed
+        self.size = size
+        self.created = self.modified = created
+        #: The bytes, once this node has them (it staged them, or read them).
+        self.content = None
+
+    def delete(self):
+        return self.engine.deleteStaged(self)
+
+
 @implementer(IAsynclet)
 class Asynclet:
     version = 1
