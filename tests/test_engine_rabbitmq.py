@@ -15,7 +15,12 @@ import subprocess
 import uuid
 
 from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
+
+from rocketd.engine.message import Content, Message
+from rocketd.errors import EngineUnavailable, InvalidArgument
 
 from tests.test_engine_contract import EngineContractTests
 
@@ -123,3 +128,84 @@ def _skipped(name, feature):
 
 for _name, _feature in SKIPS.items():
     setattr(RabbitMQEngineContractTests, _name, _skipped(_name, _feature))
+
+
+class Pattern:
+    """An address-matching predicate by duck type (the contract's AddressMatches: a C{pattern})."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+
+class RabbitMQEngineTests(BrokerVhost, TestCase):
+    """What the contract suite does not check: serialisable predicates, a lost connection, AMQP peers."""
+
+    timeout = 30
+    _wait = RabbitMQEngineContractTests._wait
+
+    def setUp(self):
+        from rocketd.engine.rabbitmq import RabbitMQEngine
+
+        self.engine = RabbitMQEngine(reactor, self.brokerURL(), heartbeat=10, pipeDepth=100)
+        self.addCleanup(self.engine.stop)
+        return self.engine.start()
+
+    @inlineCallbacks
+    def until(self, condition, seconds=15):
+        """Poll C{condition()} every 50 ms until it holds; fail after C{seconds}."""
+        deadline = reactor.seconds() + seconds
+        while not condition():
+            if reactor.seconds() > deadline:
+                self.fail(f"not true within {seconds} s")
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    @inlineCallbacks
+    def newDomain(self):
+        domain = yield self.engine.createDomain(f"t-{uuid.uuid4().hex}")
+        return domain
+
+    @inlineCallbacks
+    def test_patternPredicate(self):
+        """A predicate with a pattern filters by a full match of the address; a callable is refused."""
+        domain = yield self.newDomain()
+        feed, _ = yield domain.createFeed("f", "fanout")
+        pipe = yield domain.createPipe()
+        join, created = yield pipe.join(feed, predicate=Pattern(r"chat/.*"))
+        same, again = yield pipe.join(feed, predicate=Pattern(r"chat/.*"))
+        self.assertEqual((created, again, same), (True, False, join))
+        yield self.assertFailure(pipe.join(feed, predicate=lambda m: True), InvalidArgument)
+        yield self.assertFailure(pipe.join(feed, predicate=Pattern("(")), InvalidArgument)
+        yield feed.publish([Message(address=a) for a in ("chat/a", "game/b", "xchat/c", "chat/d")])
+        yield pipe.join(feed, predicate=Pattern("end"))
+        yield feed.publish([Message(address="end")])
+        held = yield pipe.listMessages()
+        while [h.message.address for h in held][-1:] != ["end"]:
+            yield pipe.wait(held[-1].next if held else None)
+            held = yield pipe.listMessages()
+        self.assertEqual([h.message.address for h in held], ["chat/a", "chat/d", "end"])
+
+    @inlineCallbacks
+    def test_connectionLost(self):
+        """
+        While the connection is away operations fail EngineUnavailable; the
+        engine reconnects by itself and the held messages are still there.
+        """
+        domain = yield self.newDomain()
+        feed, _ = yield domain.createFeed("f", "fanout")
+        pipe = yield domain.createPipe()
+        yield pipe.join(feed)
+        yield feed.publish([Message(address=a, contents=(Content("text/plain", a.encode()),)) for a in "abc"])
+        held = yield pipe.listMessages()
+        while len(held) < 3:
+            yield pipe.wait(held[-1].next if held else None)
+            held = yield pipe.listMessages()
+        rabbitmqctl("close_all_connections", "-p", self._made[type(self).__module__], "test")
+        yield self.until(lambda: not self.engine.up)
+        yield self.assertFailure(self.engine.listDomains(), EngineUnavailable)
+        yield self.until(lambda: self.engine.up)
+        self.assertIs((yield self.engine.getDomain(domain.name)), domain)
+        again = yield pipe.listMessages()
+        self.assertEqual([(h.message.address, h.message.contents[0].body) for h in again],
+                         [("a", b"a"), ("b", b"b"), ("c", b"c")])
+        removed = yield pipe.remove(again[1].hash)
+        self.assertEqual(removed, 2)
