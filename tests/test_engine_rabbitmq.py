@@ -209,3 +209,23 @@ class RabbitMQEngineTests(BrokerVhost, TestCase):
                          [("a", b"a"), ("b", b"b"), ("c", b"c")])
         removed = yield pipe.remove(again[1].hash)
         self.assertEqual(removed, 2)
+
+    @inlineCallbacks
+    def test_listenersShareOneConsumer(self):
+        """100 listeners on two fanout feeds cost the node one broker consumer, and each gets each message."""
+        domain = yield self.newDomain()
+        feeds = []
+        for name in ("a", "b"):
+            feed, _ = yield domain.createFeed(name, "fanout")
+            feeds.append(feed)
+        got = []
+        for i in range(100):
+            yield feeds[i % 2].listen(got.append)
+        vhost = self._made[type(self).__module__]
+        out = subprocess.run(["rabbitmqctl", "-q", "list_consumers", "-p", vhost, "queue_name"], check=True,
+                             timeout=60, capture_output=True, text=True).stdout
+        nodeQueues = [line for line in out.splitlines() if line.startswith("rocketd:node:")]
+        self.assertEqual(len(nodeQueues), 1, out)
+        yield feeds[0].publish([Message(address="x")])
+        yield self.until(lambda: len(got) >= 50)
+        self.assertEqual(len({id(m) for m in got}), 1)
