@@ -73,12 +73,33 @@ def memoryEngine(config, reactor):
     )
 
 
+def rabbitmqEngine(config, reactor):
+    """
+    The RabbitMQ engine (experimental) on the config's broker; it starts
+    connecting at once (starting it again is harmless).
+    """
+    from rocketd.engine.rabbitmq import RabbitMQEngine
+
+    engine = RabbitMQEngine(
+        reactor,
+        config.rabbitmq_url,
+        heartbeat=config.rabbitmq_heartbeat,
+        pipeDepth=config.pipe_depth,
+        feedBacklog=config.feed_backlog,
+        stageTTL=config.stage_ttl,
+        stageCount=config.stage_max_count,
+        stageBytes=config.stage_max_bytes,
+    )
+    engine.start()
+    return engine
+
+
 #: The engines by the name a config gives (L{rocketd.config.ENGINES}):
 #: name -> C{factory(config, reactor)} returning an
 #: L{rocketd.interfaces.IEngine}. A factory imports its engine when
 #: called, so that an engine's library is needed only by those who choose
 #: it.
-ENGINE_FACTORIES: Mapping[str, Callable] = {"memory": memoryEngine}
+ENGINE_FACTORIES: Mapping[str, Callable] = {"memory": memoryEngine, "rabbitmq": rabbitmqEngine}
 
 
 class RootResource(Resource):

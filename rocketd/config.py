@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Mapping, Optional
+from urllib.parse import urlsplit
 
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import InvalidLogLevelError, LogLevel
@@ -29,7 +30,7 @@ from rocketd.webrocket.origins import parseOrigins
 from rocketd.webrocket.vhosts import TOKEN, checkPath
 
 #: The engines a config may name.
-ENGINES = ("memory",)
+ENGINES = ("memory", "rabbitmq")
 #: The log levels a config may name, least severe first.
 LOG_LEVELS = tuple(level.name for level in LogLevel.iterconstants())
 #: The daemon's log formats (C{log_format}, C{--log-format}) and the
@@ -91,6 +92,11 @@ class Config:
     @ivar metrics: an endpoint for a listener of its own serving the
         Prometheus metrics at C{/metrics} (they are always on the admin
         listener too), or C{""} for none.
+    @ivar rabbitmq_url: the AMQP URI of the broker (credentials and broker
+        vhost; C{amqps://} for TLS) of the C{rabbitmq} engine
+        (experimental); the file's C{[rabbitmq] url}.
+    @ivar rabbitmq_heartbeat: the AMQP heartbeat, in seconds; the file's
+        C{[rabbitmq] heartbeat}.
     """
 
     listen: str = "tcp:8080"
@@ -120,6 +126,8 @@ class Config:
     head_timeout: float = 10.0
     max_connections: int = 16384
     metrics: str = ""
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    rabbitmq_heartbeat: int = 10
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -159,8 +167,19 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "allowed_origins",
             "ping_interval",
         ),
+        "rabbitmq": ("url", "heartbeat"),
     }
 )
+
+#: The keys whose field is not named as the key: (section, key) -> field.
+RENAMED: Mapping[tuple, str] = MappingProxyType(
+    {("rabbitmq", "url"): "rabbitmq_url", ("rabbitmq", "heartbeat"): "rabbitmq_heartbeat"}
+)
+
+
+def fieldOf(section: str, key: str) -> str:
+    """@return: the L{Config} field a section's key sets."""
+    return RENAMED.get((section, key), key)
 
 _DEFAULTS = Config()
 
@@ -233,6 +252,14 @@ def _logLevel(value: str) -> str:
     return value
 
 
+def _amqpURL(value: str) -> str:
+    value = _text(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an AMQP URI (amqp://user:password@host:port/vhost)")
+    return value
+
+
 def _positiveInt(value) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a whole number")
@@ -296,6 +323,8 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "head_timeout": _positiveFloat,
         "max_connections": _positiveInt,
         "metrics": _optionalEndpoint,
+        "rabbitmq_url": _amqpURL,
+        "rabbitmq_heartbeat": _positiveInt,
     }
 )
 
@@ -393,7 +422,9 @@ def _fromFile(path: str) -> Dict[str, Any]:
                     f"Unknown key {key!r} in section [{section}] of {path}: "
                     f"the keys there are {', '.join(SECTIONS[section])}."
                 )
-            values[key] = _parse(key, keys[key], f"{key} in section [{section}] of {path}")
+            values[fieldOf(section, key)] = _parse(
+                fieldOf(section, key), keys[key], f"{key} in section [{section}] of {path}"
+            )
     if vhosts:
         values["vhosts"] = vhosts
     return values

@@ -49,3 +49,16 @@ class LimitReached(EngineError):
 
 class ContentGone(NoSuchResource):
     """A staged content was already published or never existed."""
+
+
+class EngineUnavailable(EngineError):
+    """
+    The engine cannot answer now (its broker is unreachable or the
+    connection was lost): the operation may succeed later.
+
+    @ivar retryAfter: seconds after which a retry may succeed (an int).
+    """
+
+    def __init__(self, sentence: str = "The message broker is unreachable; retry later.", retryAfter: int = 5):
+        EngineError.__init__(self, sentence)
+        self.retryAfter = retryAfter

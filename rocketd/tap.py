@@ -42,6 +42,7 @@ _FIELDS = {
     "heartbeat": "heartbeat",
     "log-level": "log_level",
     "log-format": "log_format",
+    "rabbitmq-url": "rabbitmq_url",
 }
 
 
@@ -70,6 +71,8 @@ class Options(usage.Options):
         ["max-body", None, None, f"Largest request body, in bytes [default: {_DEFAULTS.max_body}]."],
         ["pipe-depth", None, None, f"Most messages a pipe holds [default: {_DEFAULTS.pipe_depth}]."],
         ["heartbeat", None, None, f"Seconds between stream heartbeats [default: {_DEFAULTS.heartbeat:g}]."],
+        ["rabbitmq-url", None, None, "AMQP URI of the broker of the rabbitmq engine (experimental) "
+         f"[default: {_DEFAULTS.rabbitmq_url}]."],
         [
             "log-level",
             None,

@@ -14,7 +14,7 @@ import textwrap
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from rocketd.config import SECTIONS, Config, ConfigError, loadConfig
+from rocketd.config import SECTIONS, Config, ConfigError, fieldOf, loadConfig
 
 #: The sample config shipped in the checkout.
 SAMPLE = FilePath(__file__).parent().parent().child("etc").child("rocketd.conf")
@@ -81,7 +81,7 @@ class DefaultsTests(ConfigTestCase):
         Every setting but the vhosts (which have their own sections) can be
         set from the file, in exactly one section.
         """
-        keys = [key for section in SECTIONS.values() for key in section]
+        keys = [fieldOf(name, key) for name, section in SECTIONS.items() for key in section]
         self.assertEqual(len(keys), len(set(keys)))
         fields = {f.name for f in dataclasses.fields(Config)} - {"vhosts"}
         self.assertEqual(set(keys), fields)
@@ -160,6 +160,16 @@ class FileTests(ConfigTestCase):
         """Keys the file leaves out keep their defaults."""
         config = loadConfig(self.writeConfig("[restms]\nlong_poll = 5\n"), {})
         self.assertEqual(config, Config(long_poll=5.0))
+
+    def test_rabbitmqSection(self):
+        """[rabbitmq] names the broker and its heartbeat; a URI that is not AMQP is refused."""
+        text = "[rocketd]\nengine = rabbitmq\n[rabbitmq]\nurl = amqps://u:p@broker/vh\nheartbeat = 5\n"
+        config = loadConfig(self.writeConfig(text), {})
+        self.assertEqual((config.engine, config.rabbitmq_url, config.rabbitmq_heartbeat, config.heartbeat),
+                         ("rabbitmq", "amqps://u:p@broker/vh", 5, Config().heartbeat))
+        for bad in ("http://broker/", "amqp:///vh"):
+            error = self.assertRaises(ConfigError, loadConfig, self.writeConfig(f"[rabbitmq]\nurl = {bad}\n"), {})
+            self.assertIn("url in section [rabbitmq]", str(error))
 
     def test_relativeStateDir(self):
         """A relative state directory is taken from the current directory."""

@@ -17,6 +17,7 @@ EXPECTED = {
     errors.Forbidden: 403,
     errors.Conflict: 409,
     errors.LimitReached: 507,
+    errors.EngineUnavailable: 503,
 }
 
 
@@ -45,6 +46,11 @@ class StatusTests(TestCase):
     def test_answerOfEngineError(self):
         """An engine error's answer is its status and its sentence, with no header."""
         self.assertEqual(answerOf(errors.Conflict("It exists.")), (409, "It exists.", ()))
+
+    def test_answerOfEngineUnavailable(self):
+        """An engine that cannot answer now says when to retry."""
+        error = errors.EngineUnavailable("Away.", retryAfter=3)
+        self.assertEqual(answerOf(error), (503, "Away.", ((b"Retry-After", b"3"),)))
 
     def test_answerOfHTTPError(self):
         """An L{HTTPError} carries its own status, sentence and headers."""

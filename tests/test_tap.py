@@ -54,6 +54,7 @@ class OptionsTests(OptionsTestCase):
             "--pipe-depth=5",
             "--heartbeat=4",
             "--log-level=debug",
+            "--rabbitmq-url=amqp://u:p@broker:5673/vh",
         )
         self.assertEqual(
             options.config,
@@ -66,6 +67,7 @@ class OptionsTests(OptionsTestCase):
                 pipe_depth=5,
                 heartbeat=4.0,
                 log_level="debug",
+                rabbitmq_url="amqp://u:p@broker:5673/vh",
             ),
         )
 

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-from rocketd.errors import Conflict, Forbidden, InvalidArgument, InvalidName, LimitReached, NoSuchResource
+from rocketd.errors import (
+    Conflict,
+    EngineUnavailable,
+    Forbidden,
+    InvalidArgument,
+    InvalidName,
+    LimitReached,
+    NoSuchResource,
+)
 
 #: Engine failures, most specific first, with their status.
 STATUSES: Tuple[Tuple[type, int], ...] = (
@@ -24,6 +32,7 @@ STATUSES: Tuple[Tuple[type, int], ...] = (
     (Forbidden, 403),
     (Conflict, 409),
     (LimitReached, 507),
+    (EngineUnavailable, 503),  # with Retry-After
 )
 
 
@@ -67,4 +76,6 @@ def answerOf(error: BaseException) -> Optional[Tuple[int, str, Sequence[Tuple[by
     status = statusOf(error)
     if status is None:
         return None
+    if isinstance(error, EngineUnavailable):
+        return status, error.message, ((b"Retry-After", b"%d" % error.retryAfter),)
     return status, error.message, ()
