@@ -80,6 +80,10 @@ class Config:
         headers) may take to arrive, in seconds (then 408 and close).
     @ivar max_connections: the most connections the main listener keeps
         open at once; beyond it new ones are closed at once, and counted.
+    @ivar front_door: whether the main listener parses HTTP with the
+        front door (L{rocketd.http.frontdoor}: the hot routes served
+        without twisted.web's request machinery); experimental, off by
+        default.
     """
 
     listen: str = "tcp:8080"
@@ -106,6 +110,7 @@ class Config:
     access_log: str = ""
     head_timeout: float = 10.0
     max_connections: int = 16384
+    front_door: bool = False
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -122,6 +127,7 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "access_log",
             "head_timeout",
             "max_connections",
+            "front_door",
         ),
         "restms": (
             "max_body",
@@ -232,6 +238,15 @@ def _positiveFloat(value) -> float:
     return number
 
 
+def _onOff(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("on", "off"):
+        raise ValueError("it must be on or off")
+    return text == "on"
+
+
 def _origins(value) -> tuple:
     if isinstance(value, (list, tuple)):
         value = " ".join(value)
@@ -265,6 +280,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "ping_interval": _positiveFloat,
         "head_timeout": _positiveFloat,
         "max_connections": _positiveInt,
+        "front_door": _onOff,
     }
 )
 
