@@ -93,6 +93,14 @@ class FrontDoorTests(TestCase):
         transport.disconnected = True
         self.assertEqual(self.served, ["cancelled"])
 
+    def test_accessLog(self):
+        """A hot request is logged as the site logs its own (combined log format)."""
+        lines = []
+        self.site.log = lambda request: lines.append(self.site._logFormatter("[date]", request))
+        protocol, transport = self.connect()
+        protocol.dataReceived(HOT)
+        self.assertEqual(lines, ['"127.0.0.1" - - [date] "POST /hot HTTP/1.1" 202 2 "-" "-"'])
+
     def test_backpressurePausesReading(self):
         protocol, transport = self.connect()
         protocol.pauseProducing()

@@ -44,7 +44,7 @@ from typing import Callable, Optional
 
 import httptools
 from twisted.internet.defer import CancelledError, maybeDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -148,6 +148,8 @@ class FrontDoor(Protocol, TimeoutMixin):
         self._toInner = []
         self._handover = False
         self._parser = httptools.HttpRequestParser(self)
+        # The idle timeout runs on the site's reactor, as its channels' do.
+        self.callLater = site.reactor.callLater
 
     # -- the connection --------------------------------------------------------
 
@@ -410,7 +412,7 @@ class FrontDoor(Protocol, TimeoutMixin):
             body,
             self.transport.getPeer(),
             self.transport.getHost(),
-            False,
+            ISSLTransport(self.transport, None) is not None,
         )
         exchange.clientproto = self._version
         neutraliseHost(exchange)
