@@ -82,8 +82,7 @@ class Config:
         open at once; beyond it new ones are closed at once, and counted.
     @ivar front_door: whether the main listener parses HTTP with the
         front door (L{rocketd.http.frontdoor}: the hot routes served
-        without twisted.web's request machinery); experimental, off by
-        default.
+        without twisted.web's request machinery); on by default.
     """
 
     listen: str = "tcp:8080"
@@ -110,7 +109,7 @@ class Config:
     access_log: str = ""
     head_timeout: float = 10.0
     max_connections: int = 16384
-    front_door: bool = False
+    front_door: bool = True
 
 
 #: Where each setting lives in the file: section -> key -> field name

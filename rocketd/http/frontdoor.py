@@ -1,5 +1,5 @@
 """
-The front door of the main listener (experimental, C{[rocketd] front_door}):
+The front door of the main listener (C{[rocketd] front_door}, on by default):
 a protocol that parses HTTP/1.1 with C{httptools} (the C parser of the
 uvloop project), serves the hot routes itself, and hands every other
 request to the twisted.web L{Site}.
