@@ -39,7 +39,6 @@ pauses reading (backpressure).
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Callable, Optional
 
 import httptools
@@ -130,26 +129,38 @@ class FrontDoor(Protocol, TimeoutMixin):
 
     log = Logger()
 
-    # What is done with the bytes: parsed here ("front"), re-serialised
-    # into the site's protocol ("reserialise"), or forwarded to it ("raw").
-    _mode = "front"
-    _inner = None
-    _headCall = None
-    _headBytes = False
-    _waiting = None
-    _closing = False
-    _readPaused = False
-    _writePaused = False
+    # One connection each, and a stream or WebSocket keeps its front door
+    # for its life: slots, no instance dictionary.
+    __slots__ = (
+        "site", "_route", "_queue", "_toInner", "_handover", "_parser", "callLater", "transport", "connected",
+        "factory", "timeOut", "_TimeoutMixin__timeoutCall", "_mode", "_inner", "_headCall", "_headBytes",
+        "_waiting", "_closing", "_readPaused", "_writePaused", "_idle", "_clean", "_raw", "_completedInRead",
+        "_url", "_headers", "_headSize", "_body", "_bodySize", "_handler", "_chunked", "_version", "_target",
+        "_requestHeaders", "_method",
+    )
 
     def __init__(self, site, route: Route):
         self.site = site
         self._route = route
-        self._queue = deque()
+        self._queue = []
         self._toInner = []
         self._handover = False
         self._parser = httptools.HttpRequestParser(self)
         # The idle timeout runs on the site's reactor, as its channels' do.
         self.callLater = site.reactor.callLater
+        self.transport = self.factory = None
+        self.connected = 0
+        self.timeOut = self._TimeoutMixin__timeoutCall = None
+        # What is done with the bytes: parsed here ("front"), re-serialised
+        # into the site's protocol ("reserialise"), or forwarded to it ("raw").
+        self._mode = "front"
+        self._inner = self._headCall = self._waiting = self._raw = None
+        self._headBytes = self._closing = self._readPaused = self._writePaused = False
+        self._idle = self._clean = True
+        self._completedInRead = self._chunked = False
+        self._url = self._headers = self._body = self._requestHeaders = None
+        self._headSize = self._bodySize = 0
+        self._handler = self._version = self._target = self._method = None
 
     # -- the connection --------------------------------------------------------
 
@@ -208,7 +219,7 @@ class FrontDoor(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self._stopHead()
         while self._queue:
-            slot = self._queue.popleft()
+            slot = self._queue.pop(0)
             if slot.deferred is not None and slot.data is None:
                 slot.exchange.abandon()
                 slot.deferred.cancel()
@@ -289,11 +300,6 @@ class FrontDoor(Protocol, TimeoutMixin):
         self._flush()
 
     # -- httptools callbacks ---------------------------------------------------
-
-    _idle = True
-    _clean = True
-    _raw = None
-    _completedInRead = False
 
     def on_message_begin(self):
         self._idle = False
@@ -520,7 +526,7 @@ class FrontDoor(Protocol, TimeoutMixin):
         transport = self.transport
         wrote = False
         while self._queue and self._queue[0].data is not None:
-            slot = self._queue.popleft()
+            slot = self._queue.pop(0)
             if slot.data:
                 transport.write(slot.data)
                 wrote = True
@@ -560,6 +566,10 @@ class FrontDoor(Protocol, TimeoutMixin):
             self.transport.unregisterProducer()
             self._inner = self.site.buildProtocol(self.transport.getPeer())
             self._inner.makeConnection(self.transport)
+            if self._mode == "raw":
+                # Nothing more is parsed here: keep nothing of the parser's
+                # (a stream or a WebSocket may stay open for hours).
+                self._parser = self._url = self._headers = self._body = self._requestHeaders = None
             if self._readPaused:
                 self._readPaused = False
                 self.transport.resumeProducing()
