@@ -18,6 +18,7 @@ C{docs/restms.md}.
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional
 from urllib.parse import quote, unquote
 
@@ -180,7 +181,7 @@ class RestMSApp:
         d.addErrback(self._failed, request)
         return d
 
-    def serveValue(self, exchange: Exchange, find, name) -> Deferred:
+    def serveValue(self, exchange: Exchange, find, name, deletable: bool = True) -> Deferred:
         """
         Serve a hot request given as a request value: the same L{_serve} as
         Klein's routes, its answer collected into a response value.
@@ -188,7 +189,7 @@ class RestMSApp:
         @return: Deferred firing with an L{HTTPResponse}, or None when the
             client went away (L{Exchange.abandon} then cancel).
         """
-        d = self._serve(exchange, find, name)
+        d = self._serve(exchange, find, name, deletable)
         d.addCallback(lambda body: None if body is None else exchange.response(body))
         return d
 
@@ -678,16 +679,33 @@ def _hotShape(postpath):
     """
     @param postpath: the path's segments after C{/restms}, percent-decoded
         (as twisted.web's traversal gives them).
-    @return: C{(find, name)} for C{/restms/feed/NAME} and
-        C{/restms/resource/HASH} (a trailing slash allowed), else None.
+    @return: C{(find, name, deletable)} for C{/restms/feed/NAME} and
+        C{/restms/resource/HASH} (a trailing slash allowed), and for
+        C{/restms/domain[/NAME]} where every segment of the name is plain
+        (L{_PLAIN_SEGMENT}: then Klein's C{<path:name>} would give the same
+        name); else None.
     """
+    if postpath and postpath[0] == b"domain":
+        return _domainShape(postpath[1:])
     find = _SHAPES.get(postpath[0]) if 2 <= len(postpath) <= 3 and postpath[1] else None
     if find is None or (len(postpath) == 3 and postpath[2]):
         return None
     try:
-        return find, postpath[1].decode("utf-8")
+        return find, postpath[1].decode("utf-8"), True
     except UnicodeDecodeError:
         return None
+
+
+#: A segment of a domain name that both routers read the same way.
+_PLAIN_SEGMENT = re.compile(rb"[A-Za-z0-9_~-][A-Za-z0-9._~-]*\Z")
+
+
+def _domainShape(segments):
+    if segments and segments[-1] == b"":
+        segments = segments[:-1]
+    if not all(_PLAIN_SEGMENT.match(segment) for segment in segments):
+        return None
+    return "_findDomain", b"/".join(segments).decode("ascii") or DEFAULT_DOMAIN, False
 
 
 def _answersWithValue(method: bytes, accept: Optional[bytes]) -> bool:
@@ -713,15 +731,17 @@ def hotRoute(restms: RestMSApp, method: bytes, postpath, accept: Optional[bytes]
     shape = _hotShape(postpath)
     if shape is None or not _answersWithValue(method, accept):
         return None
-    find, name = shape
-    return lambda exchange: restms.serveValue(exchange, getattr(restms, find), name)
+    find, name, deletable = shape
+    return lambda exchange: restms.serveValue(exchange, getattr(restms, find), name, deletable)
 
 
 class _RestMSResource(Resource):
     """
     C{/restms}: the two route shapes every message passes through
     (C{/restms/feed/NAME}: publish; C{/restms/resource/HASH}: messages,
-    asynclets, pipes) are dispatched here, straight to the app's
+    asynclets, pipes), and C{/restms/domain[/NAME]} with a plain name
+    (clients create their pipes there, often on the connection they then
+    publish on), are dispatched here, straight to the app's
     L{RestMSApp._serve}; every other path goes to the Klein app. The
     handlers are the same: only the routing is cheaper (Klein and
     werkzeug cost about 170 us a request on the benchmark machine, see
@@ -742,9 +762,10 @@ class _RestMSResource(Resource):
         shape = _hotShape(path)
         if shape is None:
             return self._klein.render(request)
+        find, name, deletable = shape
         if _answersWithValue(request.method, request.getHeader(b"accept")):
             exchange = Exchange.fromRequest(request)
-            d = self._restms.serveValue(exchange, getattr(self._restms, shape[0]), shape[1])
+            d = self._restms.serveValue(exchange, getattr(self._restms, find), name, deletable)
 
             def gone(_):
                 exchange.abandon()
@@ -752,8 +773,11 @@ class _RestMSResource(Resource):
 
             request.notifyFinish().addErrback(gone)
             d.addCallback(_write, request)
+        elif not deletable:
+            # A domain's HEAD or stream GET: Klein's route.
+            return self._klein.render(request)
         else:
-            d = self._restms._serve(request, getattr(self._restms, shape[0]), shape[1])
+            d = self._restms._serve(request, getattr(self._restms, find), name)
             # As Klein does: a client that goes away cancels the handler.
             request.notifyFinish().addErrback(lambda _: d.cancel())
             d.addCallback(_answer, request)

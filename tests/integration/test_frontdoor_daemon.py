@@ -187,6 +187,15 @@ DIFFERENTIAL = [
     (request(b"POST", b"/moon/channels/chat", b"", AUTH), 202),
     (request(b"POST", b"/moon/channels/chat/events", b'{"trigger": {"event": "e", "data": {}}}', AUTH), 202),
     (request(b"POST", b"/moon/channels/chat/events/", b'{"trigger": {"event": "e"}}', AUTH), 202),
+    (request(b"POST", b"/restms/domain/default", b"", b"Slug: news\r\nAccept: application/restms+json\r\n"), 201),
+    (request(b"POST", b"/restms/domain/", b"", b"Slug: news\r\nAccept: application/restms+json\r\n"), 200),
+    (request(b"GET", b"/restms/domain", headers=b"Accept: application/restms+xml\r\n"), 200),
+    (request(b"GET", b"/restms/domain/moon/", headers=AUTH + b"Accept: application/restms+json\r\n"), 200),
+    (request(b"GET", b"/restms/domain/moon"), 404),
+    (request(b"GET", b"/restms/domain/no/such"), 404),
+    (request(b"GET", b"/restms/domain/default", headers=b"Accept: text/html\r\n"), 406),
+    (request(b"DELETE", b"/restms/domain/default"), 403),
+    (request(b"PUT", b"/restms/domain/default", b"x"), 403),
     (request(b"POST", b"/moon/channels/chat/events", b"not json", AUTH), 400),
     (request(b"POST", b"/moon/channels/bad name!/events", b'{"trigger": {"event": "e"}}', AUTH), 400),
     (request(b"POST", b"/moon/channels/chat/events", b'{"trigger": {"event": "e"}}'), 401),
@@ -197,18 +206,21 @@ DIFFERENTIAL = [
 ]
 
 
+#: A hash the engine draws (24 base64url characters).
+_HASH = re.compile(rb"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])")
+
+
 def _normalise(daemon, answer, names):
-    """The answer with the daemon's hashes named by first appearance, and without Date."""
+    """The answer with the daemon's hashes named by first appearance, and without Date and Last-Modified."""
     status, headers, body = answer
 
     def name(match):
-        hash = match.group(1)
-        names.setdefault(hash, b"H%d" % len(names))
-        return b"/restms/resource/" + names[hash]
+        return names.setdefault(match.group(0), b"H%d" % len(names))
 
-    pattern = re.compile(rb"/restms/resource/([A-Za-z0-9_-]+)")
-    headers = [(n, pattern.sub(name, v)) for n, v in headers if n.lower() not in (b"date", b"last-modified")]
-    return status, headers, pattern.sub(name, body)
+    headers = [(n, _HASH.sub(name, v)) for n, v in headers if n.lower() not in (b"date", b"last-modified")]
+    # A private resource's entity tag starts with its hash, then "-".
+    headers = [(n, re.sub(rb'^"[A-Za-z0-9_-]{24}-', b'"HASH-', v) if n.lower() == b"etag" else v) for n, v in headers]
+    return status, headers, _HASH.sub(name, body)
 
 
 def test_differential(front, web):
