@@ -86,6 +86,21 @@ class FrontDoorTests(TestCase):
         self.assertTrue(rest.startswith(b"HTTP/1.1 200 "))
         self.assertTrue(rest.endswith(b"cold answer"))
 
+    def test_continueAfterEarlierAnswers(self):
+        """A pipelined request's 100 Continue comes after the answer before it."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(
+            b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            b"POST /hot HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"
+        )
+        self.assertEqual(transport.value(), b"")
+        self.waiting.callback(HTTPResponse(204, [], b""))
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 204 "))
+        self.assertTrue(transport.value().endswith(b"\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n"))
+        protocol.dataReceived(b"abc")
+        self.assertIn(b"HTTP/1.1 202 ", transport.value())
+        self.assertEqual(self.served, [b"abc"])
+
     def test_clientLeavesCancels(self):
         protocol, transport = self.connect()
         protocol.dataReceived(b"POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")

@@ -368,8 +368,13 @@ class FrontDoor(Protocol, TimeoutMixin):
                 raise _Stop()
         self._chunked = headers.getRawHeaders(b"transfer-encoding") is not None
         expect = headers.getRawHeaders(b"expect")
-        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1" and not self._queue:
-            self.transport.write(_CONTINUE)
+        if expect and expect[0].lower() == b"100-continue" and self._version == b"HTTP/1.1":
+            # After the answers before it, as twisted.web's channel, which
+            # reads a pipelined request only once the one before is answered.
+            slot = _Slot(None, True)
+            slot.data = _CONTINUE
+            self._queue.append(slot)
+            self._flush()
 
     def on_body(self, body):
         if self._mode == "reserialise":
