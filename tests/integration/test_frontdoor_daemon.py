@@ -379,3 +379,70 @@ def test_headDeadline(front):
     assert conn.answer()[0] == 408
     assert HEAD_TIMEOUT - 0.5 <= time.monotonic() - started < HEAD_TIMEOUT + 5
     conn.close()
+
+
+def _rss(pid) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def _cpu(pid) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _waitIdle(pid, timeout=60.0) -> None:
+    """Until the process has used no CPU for half a second (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    last = _cpu(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu(pid)
+        if now == last:
+            return
+        last = now
+
+
+def test_writeBackpressure(front):
+    """
+    A client that sends requests and never reads their answers is paused:
+    once its answers fill the socket buffers, the server stops reading
+    from it rather than answering everything into memory; other clients
+    are served meanwhile.
+    """
+    pipe = createPipe(front)
+    exchange(front, publish(doc=message(address=pipe, body=b"m" * 2500)))
+    status, _, body = exchange(front, request(b"GET", b"/restms/resource/" + pipe, headers=b"Accept: application/restms+xml\r\n"))
+    held = re.findall(rb'<message[^>]*href="[^"]*/resource/([A-Za-z0-9_-]+)"', body)[0]
+    get = request(b"GET", b"/restms/resource/" + held, headers=b"Accept: application/restms+xml\r\n")
+    answer = len(exchange(front, get)[2])
+    chunk = get * (1048576 // len(get))
+    pid = front.process.pid
+    before = _rss(pid)
+    sock = socket.create_connection((HOST, front.port))
+    sock.setblocking(False)
+    sent, stalled = 0, None
+    deadline = time.monotonic() + 30
+    try:
+        # Send until the server has not taken a byte for 2 seconds (bounded).
+        while sent < 64 * 1048576 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+                stalled = None
+            except BlockingIOError:
+                if stalled is None:
+                    stalled = time.monotonic()
+                elif time.monotonic() - stalled > 2.0:
+                    break
+                time.sleep(0.01)
+        assert exchange(front, COLD)[0] == 200
+        _waitIdle(pid)
+        grown = _rss(pid) - before
+        # Unpaused, the server would hold the answers to every request it
+        # has read: with several MB of requests in the socket buffers, far
+        # more than this.
+        assert sent // len(get) * answer > 100 * 1048576, "too few requests sent to tell"
+        assert grown < 48 * 1048576, f"the server grew by {grown} bytes"
+    finally:
+        sock.close()
