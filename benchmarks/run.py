@@ -154,6 +154,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--json", help="also write every run's figures to this file")
     p.add_argument("--profile", metavar="DIR",
                    help="record py-spy profiles of rocketd in W1, W2 and W4-1 into DIR (skews the figures)")
+    p.add_argument("--rocketd-set", action="append", default=[], metavar="SECTION.KEY=VALUE", type=_setting,
+                   help="a rocketd config setting for the runs (repeatable), e.g. rocketd.front_door=on")
     p.add_argument("--keep", action="store_true", help="keep the servers' working directories (logs, configs)")
     args = p.parse_args(argv)
     if args.quick:
@@ -165,6 +167,13 @@ def parse(argv) -> argparse.Namespace:
             if getattr(args, name) == p.get_default(name):
                 setattr(args, name, value)
     return args
+
+
+def _setting(text: str):
+    name, sep, value = text.partition("=")
+    if not sep or "." not in name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SECTION.KEY=VALUE")
+    return name.strip(), value.strip()
 
 
 def options(args) -> Options:
@@ -266,7 +275,7 @@ def measure(case: Case, name: str, rep: int, opts: Options, args, base: str, nch
     if name == "nchan":
         server = NchanServer(os.path.join(workdir, "nginx"), *nchan, cpu=cpu)
     else:
-        server = RocketdServer(os.path.join(workdir, "rocketd"), cpu=cpu)
+        server = RocketdServer(os.path.join(workdir, "rocketd"), cpu=cpu, settings=args.rocketd_set)
     if args.profile and case.profiled and name == "rocketd":
         opts = dataclasses.replace(opts, profile=os.path.join(os.path.abspath(args.profile), f"{case.key}-{rep}.txt"))
     try:

@@ -232,8 +232,13 @@ class RocketdServer(Server):
 
     name = "rocketd"
 
-    def __init__(self, workdir: str, startTimeout: float = 30.0, cpu: Optional[int] = None):
+    def __init__(self, workdir: str, startTimeout: float = 30.0, cpu: Optional[int] = None, settings=()):
+        """
+        @param settings: more config settings, C{("section.key", value)}
+            pairs (e.g. C{("rocketd.front_door", "on")}).
+        """
         Server.__init__(self, workdir, cpu)
+        self.settings = tuple(settings)
         self.token = secrets.token_hex(20)
         self.startTimeout = startTimeout
         self.logPath = os.path.join(workdir, "rocketd.log")
@@ -242,13 +247,15 @@ class RocketdServer(Server):
         return [self.process.pid]
 
     def config(self) -> str:
-        return (
-            "[restms]\n"
-            f"pipe_depth = {PIPE_DEPTH}\n"
-            f"feed_backlog = {PIPE_DEPTH}\n"
-            f"\n[vhost {VHOST}]\n"
-            f"token = {self.token}\n"
-        )
+        sections = {"rocketd": {}, "restms": {"pipe_depth": PIPE_DEPTH, "feed_backlog": PIPE_DEPTH}}
+        for name, value in self.settings:
+            section, _, key = name.partition(".")
+            sections.setdefault(section, {})[key] = value
+        text = ""
+        for section, keys in sections.items():
+            if keys:
+                text += f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
+        return text + f"[vhost {VHOST}]\ntoken = {self.token}\n"
 
     def start(self) -> None:
         """

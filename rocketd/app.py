@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from typing import Callable, Mapping
+from urllib.parse import unquote_to_bytes
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import CancelledError, DeferredList, FirstError, inlineCallbacks
@@ -41,10 +42,12 @@ from rocketd.http.connections import (
     withBacklog,
 )
 from rocketd.http.guard import INTERNAL_ERROR, GuardedSite
-from rocketd.http.paths import RESTMS, faceOf
+from rocketd.http.frontdoor import FrontDoorFactory
+from rocketd.http.paths import RESTMS, WEBROCKET, faceOf
 from rocketd.http.sse import Heartbeat
 from rocketd.interfaces import DEFAULT_DOMAIN
 from rocketd.restms.app import RestMSApp
+from rocketd.restms.app import hotRoute as restmsHotRoute
 from rocketd.webrocket.backend import BACKEND_USER, BackendApp
 from rocketd.webrocket.channels import Channels
 from rocketd.webrocket.frontend import Frontend, staticResource
@@ -257,7 +260,8 @@ class Rocketd:
                 b"readyz": ReadyResource(self.readiness),
             },
         )
-        root = RootResource(backend.resource(websocket=self.frontend.resource()))
+        self._backendResource = backend.resource(websocket=self.frontend.resource())
+        root = RootResource(self._backendResource)
         root.putChild(b"restms", self.restms.resource())
         root.putChild(b"static", staticResource())
         self.root = root
@@ -289,6 +293,24 @@ class Rocketd:
 
     def site(self):
         return self._site(self.root, _internalError, "main", mainRoute)
+
+    def mainFactory(self):
+        """The main listener's factory: its site, behind the front door when the config says so."""
+        site = self.site()
+        if not self.config.front_door:
+            return site
+        return FrontDoorFactory(site, self.hotRoute)
+
+    def hotRoute(self, method: bytes, path: bytes, headers):
+        """The front door's route: the handler of a hot request, or None (see L{rocketd.http.frontdoor})."""
+        face = faceOf(path)
+        if face == RESTMS:
+            postpath = [unquote_to_bytes(segment) for segment in path[1:].split(b"/")][1:]
+            accept = headers.getRawHeaders(b"accept")
+            return restmsHotRoute(self.restms, method, postpath, accept[-1] if accept else None)
+        if face == WEBROCKET:
+            return self._backendResource.hotRoute(method, path, headers)
+        return None
 
     def adminSite(self):
         return self._site(self.adminRoot, _jsonInternalError, "admin", adminRoute)
@@ -486,7 +508,7 @@ def makeRocketdService(config, reactor):
         )
     backlog = listenBacklog()
     listeners = [
-        ("main", config.listen, rocketd.site(), mainCap),
+        ("main", config.listen, rocketd.mainFactory(), mainCap),
         ("admin", config.admin, rocketd.adminSite(), adminCap),
     ]
     if config.metrics:

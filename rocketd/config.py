@@ -97,6 +97,9 @@ class Config:
         (experimental); the file's C{[rabbitmq] url}.
     @ivar rabbitmq_heartbeat: the AMQP heartbeat, in seconds; the file's
         C{[rabbitmq] heartbeat}.
+    @ivar front_door: whether the main listener parses HTTP with the
+        front door (L{rocketd.http.frontdoor}: the hot routes served
+        without twisted.web's request machinery); on by default.
     """
 
     listen: str = "tcp:8080"
@@ -128,6 +131,7 @@ class Config:
     metrics: str = ""
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     rabbitmq_heartbeat: int = 10
+    front_door: bool = True
 
 
 #: Where each setting lives in the file: section -> key -> field name
@@ -147,6 +151,7 @@ SECTIONS: Mapping[str, tuple] = MappingProxyType(
             "head_timeout",
             "max_connections",
             "metrics",
+            "front_door",
         ),
         "restms": (
             "max_body",
@@ -287,6 +292,15 @@ def _positiveFloat(value) -> float:
     return number
 
 
+def _onOff(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("on", "off"):
+        raise ValueError("it must be on or off")
+    return text == "on"
+
+
 def _origins(value) -> tuple:
     if isinstance(value, (list, tuple)):
         value = " ".join(value)
@@ -325,6 +339,7 @@ _PARSERS: Mapping[str, Callable[[Any], Any]] = MappingProxyType(
         "metrics": _optionalEndpoint,
         "rabbitmq_url": _amqpURL,
         "rabbitmq_heartbeat": _positiveInt,
+        "front_door": _onOff,
     }
 )
 

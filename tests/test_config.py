@@ -294,6 +294,13 @@ class FileTests(ConfigTestCase):
         path = self.writeConfig("[rocketd]\nlog_level = loud\n")
         self.assertConfigError(path, {}, "log_level", "'loud'", "debug")
 
+    def test_frontDoorOnOrOff(self):
+        """front_door is on or off, nothing else."""
+        self.assertFalse(loadConfig(self.writeConfig("[rocketd]\nfront_door = Off\n"), {}).front_door)
+        self.assertTrue(loadConfig(self.writeConfig("[rocketd]\nfront_door = on\n"), {}).front_door)
+        path = self.writeConfig("[rocketd]\nfront_door = yes\n")
+        self.assertConfigError(path, {}, "front_door", "on or off")
+
 
 class VhostTests(ConfigTestCase):
     def test_badPath(self):

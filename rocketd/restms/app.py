@@ -18,6 +18,7 @@ C{docs/restms.md}.
 from __future__ import annotations
 
 import math
+import re
 from typing import Optional
 from urllib.parse import quote, unquote
 
@@ -31,6 +32,7 @@ from rocketd.engine.message import Content, Message
 from rocketd.errors import NoSuchResource
 from rocketd.http.peers import isLoopback
 from rocketd.http.coalesce import Coalescer
+from rocketd.http.exchange import Exchange, writeResponse
 from rocketd.http.sse import Heartbeat, lastEventID
 from rocketd.interfaces import DEFAULT_DOMAIN, DEFAULT_FEED, IAsynclet, IContent, IFeed, IHeldMessage, IJoin, IPipe
 from rocketd.restms import documents
@@ -177,6 +179,18 @@ class RestMSApp:
         """
         d = Deferred.fromCoroutine(self._handle(request, find, name, deletable))
         d.addErrback(self._failed, request)
+        return d
+
+    def serveValue(self, exchange: Exchange, find, name, deletable: bool = True) -> Deferred:
+        """
+        Serve a hot request given as a request value: the same L{_serve} as
+        Klein's routes, its answer collected into a response value.
+
+        @return: Deferred firing with an L{HTTPResponse}, or None when the
+            client went away (L{Exchange.abandon} then cancel).
+        """
+        d = self._serve(exchange, find, name, deletable)
+        d.addCallback(lambda body: None if body is None else exchange.response(body))
         return d
 
     async def _handle(self, request, find, name, deletable):
@@ -654,20 +668,89 @@ class RestMSApp:
         raise forbidden("A message that has not arrived can't be deleted.")
 
 
+#: The media types that ask a pipe for a stream (served by twisted.web only).
+_STREAM_TYPES = (b"text/event-stream", b"multipart/mixed")
+
+#: The route shapes every message passes through, to the find method.
+_SHAPES = {b"feed": "_findFeed", b"resource": "_findResource"}
+
+
+def _hotShape(postpath):
+    """
+    @param postpath: the path's segments after C{/restms}, percent-decoded
+        (as twisted.web's traversal gives them).
+    @return: C{(find, name, deletable)} for C{/restms/feed/NAME} and
+        C{/restms/resource/HASH} (a trailing slash allowed), and for
+        C{/restms/domain[/NAME]} where every segment of the name is plain
+        (L{_PLAIN_SEGMENT}: then Klein's C{<path:name>} would give the same
+        name); else None.
+    """
+    if postpath and postpath[0] == b"domain":
+        return _domainShape(postpath[1:])
+    find = _SHAPES.get(postpath[0]) if 2 <= len(postpath) <= 3 and postpath[1] else None
+    if find is None or (len(postpath) == 3 and postpath[2]):
+        return None
+    try:
+        return find, postpath[1].decode("utf-8"), True
+    except UnicodeDecodeError:
+        return None
+
+
+#: A segment of a domain name that both routers read the same way.
+_PLAIN_SEGMENT = re.compile(rb"[A-Za-z0-9_~-][A-Za-z0-9._~-]*\Z")
+
+
+def _domainShape(segments):
+    if segments and segments[-1] == b"":
+        segments = segments[:-1]
+    if not all(_PLAIN_SEGMENT.match(segment) for segment in segments):
+        return None
+    return "_findDomain", b"/".join(segments).decode("ascii") or DEFAULT_DOMAIN, False
+
+
+def _answersWithValue(method: bytes, accept: Optional[bytes]) -> bool:
+    """
+    Whether a request to a hot shape is answered by a response value: not a
+    HEAD (twisted.web drops its body) nor a GET that may become a stream.
+    """
+    if method == b"HEAD":
+        return False
+    return accept is None or not any(t in accept.lower() for t in _STREAM_TYPES)
+
+
+def hotRoute(restms: RestMSApp, method: bytes, postpath, accept: Optional[bytes]):
+    """
+    The handler of a hot request, for either front.
+
+    @param postpath: the path's segments after C{/restms}, percent-decoded.
+    @param accept: the request's C{Accept} value, or None.
+    @return: a callable C{(exchange) -> Deferred} of an
+        L{rocketd.http.exchange.HTTPResponse} (or of None when the client
+        went away), or None when the request is not one of the hot routes.
+    """
+    shape = _hotShape(postpath)
+    if shape is None or not _answersWithValue(method, accept):
+        return None
+    find, name, deletable = shape
+    return lambda exchange: restms.serveValue(exchange, getattr(restms, find), name, deletable)
+
+
 class _RestMSResource(Resource):
     """
     C{/restms}: the two route shapes every message passes through
     (C{/restms/feed/NAME}: publish; C{/restms/resource/HASH}: messages,
-    asynclets, pipes) are dispatched here, straight to the app's
+    asynclets, pipes), and C{/restms/domain[/NAME]} with a plain name
+    (clients create their pipes there, often on the connection they then
+    publish on), are dispatched here, straight to the app's
     L{RestMSApp._serve}; every other path goes to the Klein app. The
     handlers are the same: only the routing is cheaper (Klein and
     werkzeug cost about 170 us a request on the benchmark machine, see
-    benchmarks/PROFILE.md).
+    benchmarks/PROFILE.md). A request these shapes answer with a response
+    value (L{hotRoute}) is served as the front door serves it: as an
+    L{Exchange}, written back with L{writeResponse}.
     """
 
     isLeaf = True
-
-    _SHAPES = {b"feed": "_findFeed", b"resource": "_findResource"}
 
     def __init__(self, restms: RestMSApp, klein):
         Resource.__init__(self)
@@ -676,19 +759,35 @@ class _RestMSResource(Resource):
 
     def render(self, request):
         path = request.postpath
-        find = self._SHAPES.get(path[0]) if 2 <= len(path) <= 3 and path[1] else None
-        if find is None or (len(path) == 3 and path[2]):
+        shape = _hotShape(path)
+        if shape is None:
             return self._klein.render(request)
-        try:
-            name = path[1].decode("utf-8")
-        except UnicodeDecodeError:
+        find, name, deletable = shape
+        if _answersWithValue(request.method, request.getHeader(b"accept")):
+            exchange = Exchange.fromRequest(request)
+            d = self._restms.serveValue(exchange, getattr(self._restms, find), name, deletable)
+
+            def gone(_):
+                exchange.abandon()
+                d.cancel()
+
+            request.notifyFinish().addErrback(gone)
+            d.addCallback(_write, request)
+        elif not deletable:
+            # A domain's HEAD or stream GET: Klein's route.
             return self._klein.render(request)
-        d = self._restms._serve(request, getattr(self._restms, find), name)
-        # As Klein does: a client that goes away cancels the handler.
-        request.notifyFinish().addErrback(lambda _: d.cancel())
-        d.addCallback(_answer, request)
+        else:
+            d = self._restms._serve(request, getattr(self._restms, find), name)
+            # As Klein does: a client that goes away cancels the handler.
+            request.notifyFinish().addErrback(lambda _: d.cancel())
+            d.addCallback(_answer, request)
         d.addErrback(_failed, request)
         return NOT_DONE_YET
+
+
+def _write(response, request) -> None:
+    if response is not None:
+        writeResponse(request, response)
 
 
 def _answer(body, request) -> None:

@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from rocketd.errors import EngineError, InvalidArgument, InvalidName
 from rocketd.http.errors import HTTPError, answerOf
+from rocketd.http.exchange import Exchange, HTTPResponse, writeResponse
 from rocketd.http.paths import BACKEND_WORDS
 from rocketd.http.sse import Heartbeat, SSEStream
 from rocketd.http.strictjson import rejectConstant
@@ -203,6 +204,16 @@ def _shape(rest):
     return tuple(rest)
 
 
+def _responseOf(result) -> HTTPResponse:
+    """The response value of a route's C{(code, jsonBody, headers)}."""
+    code, body, headers = result
+    data = json.dumps(body).encode("utf-8") if body else b"{}"
+    headers = list(headers)
+    headers.append((b"Content-Type", b"application/json"))
+    headers.append((b"Content-Length", b"%d" % (len(data),)))
+    return HTTPResponse(code, headers, data)
+
+
 class BackendResource(Resource):
     """
     The backend API's HTTP resource: a leaf that routes on the full path,
@@ -224,8 +235,43 @@ class BackendResource(Resource):
             vhostPath, rest = _splitPath(request.path)
             if rest == [] and self._app.vhosts.get(vhostPath) is not None:
                 return self._websocket.render(request)
+        if self.hotRoute(request.method, request.path, request.requestHeaders) is not None:
+            # The hot route, served as the front door serves it.
+            d = self.serveValue(Exchange.fromRequest(request))
+            d.addCallback(lambda response: writeResponse(request, response))
+            d.addErrback(request.processingFailed)
+            return NOT_DONE_YET
         self._handle(request)
         return NOT_DONE_YET
+
+    def hotRoute(self, method: bytes, path: bytes, headers):
+        """
+        The handler of a hot request (firing an event), for either front.
+
+        @param headers: the request's L{Headers}.
+        @return: L{serveValue}, or None when the request is not a hot one.
+        """
+        if method != b"POST":
+            return None
+        upgrade = headers.getRawHeaders(b"upgrade")
+        if upgrade and upgrade[-1].strip().lower() == b"websocket":
+            return None
+        rest = _splitPath(path)[1]
+        if rest is None or len(rest) != 3 or rest[0] != "channels" or rest[2] != "events":
+            return None
+        return self.serveValue
+
+    def serveValue(self, exchange: Exchange) -> Deferred:
+        """
+        Serve a request given as a request value: the same route, checks and
+        error mapping as every backend request.
+
+        @return: Deferred firing with an L{HTTPResponse}.
+        """
+        d = maybeDeferred(self._route, exchange)
+        d.addErrback(self._failed, exchange)
+        d.addCallback(_responseOf)
+        return d
 
     def _handle(self, request):
         # Plain callbacks (no generator): this runs on every request.
@@ -247,17 +293,9 @@ class BackendResource(Resource):
 
     @staticmethod
     def _answer(result, request):
-        if result is None or request.finished or request.channel is None:
-            return  # streaming, or the client has gone (a lost connection takes the channel)
-        code, body, headers = result
-        request.setResponseCode(code)
-        for name, value in headers:
-            request.setHeader(name, value)
-        request.setHeader(b"Content-Type", b"application/json")
-        data = json.dumps(body).encode("utf-8") if body else b"{}"
-        request.setHeader(b"Content-Length", b"%d" % (len(data),))
-        request.write(data)
-        request.finish()
+        if result is None:
+            return  # streaming
+        writeResponse(request, _responseOf(result))
 
     def _route(self, request) -> Deferred:
         """

@@ -30,11 +30,11 @@ CAP = FILE_LIMIT - FD_RESERVE - ADMIN_MAX_CONNECTIONS
 SLOW_CLIENTS = 10
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+@pytest.fixture(scope="module", params=["off", "on"], ids=["twisted.web", "front door"])
+def daemon(tmp_path_factory, request):
     state = tmp_path_factory.mktemp("rocketd")
     config = state / "rocketd.conf"
-    config.write_text(f"[rocketd]\nhead_timeout = {HEAD_TIMEOUT}\n")
+    config.write_text(f"[rocketd]\nhead_timeout = {HEAD_TIMEOUT}\nfront_door = {request.param}\n")
     rocketd = Daemon(fileLimit=FILE_LIMIT)
     rocketd.start(["--config", str(config)], stateDir=str(state))
     yield rocketd
