@@ -84,7 +84,44 @@ LINE_BUFFER_PRIVATE = isinstance(getattr(HTTPChannel, "_buffer", None), bytes)
 _IDLE, _HEAD, _AFTER_HEAD = "idle", "head", "after head"
 
 
-class HeadDeadlineChannel(HTTPChannel):
+class HeadClock:
+    """
+    The request head's deadline and its place among the site's
+    L{WaitingHeads}, for a protocol that serves one site's requests (the
+    L{HeadDeadlineChannel}, and the front door of L{rocketd.http.frontdoor}).
+
+    A class using it has C{site} (with C{headTimeout} and C{waitingHeads},
+    when it sets them), the attributes C{_headCall}, C{_headBytes} and
+    C{_waiting} (None, False, None to begin with), C{_headLater(delay, f)}
+    to call C{f} on the site's clock, and C{_headTimedOut()}, called when
+    the deadline passes.
+    """
+
+    __slots__ = ()
+
+    def _startHead(self, received: bool) -> None:
+        """A request head begins (C{received}: with bytes already in)."""
+        self._headBytes = received
+        timeout = getattr(self.site, "headTimeout", None)
+        if timeout and self._headCall is None:
+            self._headCall = self._headLater(timeout, self._headTimedOut)
+        waiting = getattr(self.site, "waitingHeads", None)
+        if waiting is not None and self._waiting is None:
+            self._waiting = waiting
+            waiting.add(self)
+
+    def _stopHead(self) -> None:
+        """The head is in, or the connection is going: no deadline, not waiting."""
+        if self._headCall is not None:
+            if self._headCall.active():
+                self._headCall.cancel()
+            self._headCall = None
+        if self._waiting is not None:
+            self._waiting.discard(self)
+            self._waiting = None
+
+
+class HeadDeadlineChannel(HeadClock, HTTPChannel):
     """
     An L{HTTPChannel} that gives every request head C{site.headTimeout}
     seconds (None or 0: no deadline) on its C{callLater}, the site's
@@ -148,23 +185,11 @@ class HeadDeadlineChannel(HTTPChannel):
 
     def _startHead(self, received: bool) -> None:
         self._phase = _HEAD
-        self._headBytes = received
-        timeout = getattr(self.site, "headTimeout", None)
-        if timeout and self._headCall is None:
-            self._headCall = self.callLater(timeout, self._headTimedOut)
-        waiting = getattr(self.site, "waitingHeads", None)
-        if waiting is not None and self._waiting is None:
-            self._waiting = waiting
-            waiting.add(self)
+        HeadClock._startHead(self, received)
 
-    def _stopHead(self) -> None:
-        if self._headCall is not None:
-            if self._headCall.active():
-                self._headCall.cancel()
-            self._headCall = None
-        if self._waiting is not None:
-            self._waiting.discard(self)
-            self._waiting = None
+    def _headLater(self, delay, f):
+        # The channel's clock: its factory's reactor (HTTPFactory sets it).
+        return self.callLater(delay, f)
 
     def evict(self) -> None:
         """

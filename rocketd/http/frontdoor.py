@@ -52,7 +52,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import version as SERVER
 from zope.interface import implementer
 
-from rocketd.http.connections import RESPONSE_408
+from rocketd.http.connections import RESPONSE_408, HeadClock
 from rocketd.http.directwrite import sendBuffered
 from rocketd.http.exchange import Exchange, HTTPResponse
 from rocketd.http.guard import plainInternalError
@@ -116,7 +116,7 @@ class _Slot:
 
 
 @implementer(IPushProducer)
-class FrontDoor(Protocol, TimeoutMixin):
+class FrontDoor(HeadClock, Protocol, TimeoutMixin):
     """
     One connection of the main listener (see the module docstring).
 
@@ -256,24 +256,8 @@ class FrontDoor(Protocol, TimeoutMixin):
 
     # -- the request head's deadline (as rocketd.http.connections) -------------
 
-    def _startHead(self, received: bool) -> None:
-        self._headBytes = received
-        timeout = getattr(self.site, "headTimeout", None)
-        if timeout and self._headCall is None:
-            self._headCall = self.site.reactor.callLater(timeout, self._headTimedOut)
-        waiting = getattr(self.site, "waitingHeads", None)
-        if waiting is not None and self._waiting is None:
-            self._waiting = waiting
-            waiting.add(self)
-
-    def _stopHead(self) -> None:
-        if self._headCall is not None:
-            if self._headCall.active():
-                self._headCall.cancel()
-            self._headCall = None
-        if self._waiting is not None:
-            self._waiting.discard(self)
-            self._waiting = None
+    def _headLater(self, delay, f):
+        return self.site.reactor.callLater(delay, f)
 
     def evict(self) -> None:
         """Close at once, without an answer, to make room (L{rocketd.http.connections.WaitingHeads})."""

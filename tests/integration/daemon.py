@@ -278,6 +278,19 @@ class Daemon:
         return _request(self.adminPort if admin else self.port, method, path, body, headers, timeout)
 
 
+def startVhostDaemon(directory, token: str, extra: str = "") -> "Daemon":
+    """
+    Start a daemon whose config file (in C{directory}, with its state
+    beside it) declares the vhost C{/moon} with C{token}, and C{extra}
+    lines after it.
+    """
+    config = directory / "rocketd.conf"
+    config.write_text(f"[vhost /moon]\ntoken = {token}\n{extra}")
+    rocketd = Daemon()
+    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(directory / "state"))
+    return rocketd
+
+
 def _request(port, method, path, body=None, headers={}, timeout=10.0) -> Response:
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:

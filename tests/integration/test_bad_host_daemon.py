@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from .daemon import HOST, Daemon
+from .daemon import HOST, startVhostDaemon
 
 MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
 DEADLINE = 10.0
@@ -23,11 +23,7 @@ BAD_HOSTS = (b"a..b", b"a" * 64, b"x" * 64 + b".example:80", b"\xc3\xa9..", b"[z
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("rocketd-badhost")
-    config = directory / "rocketd.conf"
-    config.write_text(f"[vhost /moon]\ntoken = {MOON}\n")
-    rocketd = Daemon()
-    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(directory / "state"))
+    rocketd = startVhostDaemon(tmp_path_factory.mktemp("rocketd-badhost"), MOON)
     yield rocketd
     rocketd.close()
 

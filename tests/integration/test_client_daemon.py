@@ -20,18 +20,14 @@ from treq.client import HTTPClient
 from rocketd.client import RestMS, RocketdError, WebRocketBackend
 
 from .client import DEADLINE
-from .daemon import Daemon
+from .daemon import startVhostDaemon
 
 MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
 
 
 @pytest.fixture(scope="module")
 def moon(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("client")
-    config = directory / "rocketd.conf"
-    config.write_text(f"[vhost /moon]\ntoken = {MOON}\n")
-    rocketd = Daemon()
-    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(directory / "state"))
+    rocketd = startVhostDaemon(tmp_path_factory.mktemp("client"), MOON)
     yield rocketd
     rocketd.close()
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from .client import basic
-from .daemon import Daemon, twistdEnvironment
+from .daemon import startVhostDaemon, twistdEnvironment
 
 DEADLINE = 10.0
 MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
@@ -23,11 +23,7 @@ MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
 
 @pytest.fixture(scope="module")
 def moon(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ctl")
-    config = directory / "rocketd.conf"
-    config.write_text(f"[vhost /moon]\ntoken = {MOON}\n")
-    rocketd = Daemon()
-    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(directory / "state"))
+    rocketd = startVhostDaemon(tmp_path_factory.mktemp("ctl"), MOON)
     yield rocketd
     rocketd.close()
 

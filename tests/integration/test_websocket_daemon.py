@@ -22,7 +22,7 @@ import urllib.parse
 
 import pytest
 
-from .daemon import HOST, Daemon
+from .daemon import HOST, Daemon, startVhostDaemon
 
 MOON = "37383acee7109d3136e87fe4af9cf3deb2dc8fef"
 DEADLINE = 10.0
@@ -274,11 +274,7 @@ class Worker:
 
 
 def startDaemon(tmp_path, extra=""):
-    config = tmp_path / "rocketd.conf"
-    config.write_text(f"[vhost /moon]\ntoken = {MOON}\n{extra}")
-    rocketd = Daemon()
-    rocketd.start(extraArgs=("--config", str(config)), stateDir=str(tmp_path / "state"))
-    return rocketd
+    return startVhostDaemon(tmp_path, MOON, extra)
 
 
 @pytest.fixture(scope="module")
