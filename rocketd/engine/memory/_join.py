@@ -12,7 +12,7 @@ from zope.interface import implementer
 from rocketd.engine._topic import BadPattern, parsePattern, splitWords, topicMatches
 from rocketd.engine.memory._core import ANY_ADDRESS, ROTATING, operation
 from rocketd.engine.memory._feed import Feed
-from rocketd.engine.predicates import checkPredicate
+from rocketd.engine._joins import checkJoinRequest
 from rocketd.errors import Forbidden, InvalidArgument, NoSuchResource
 from rocketd.interfaces import IJoin
 
@@ -27,20 +27,7 @@ def checkJoin(pipe, feed, address, headers, predicate) -> dict:
         raise InvalidArgument("A pipe joins a feed of the same engine.")
     if feed.deleted:
         raise NoSuchResource("The feed was deleted.")
-    if feed.isDefault:
-        raise Forbidden("Nothing can join the default feed but the pipes' own default joins.")
-    if pipe.type == "ondemand" and feed.type not in ROTATING:
-        raise Forbidden("An ondemand pipe can only join rotator and service feeds.")
-    if not isinstance(address, str):
-        raise InvalidArgument("A join address must be a string.")
-    if headers is None:
-        headers = {}
-    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise InvalidArgument("Join headers must map strings to strings.")
-    if headers.get("x-match", "all") not in ("all", "any"):
-        raise InvalidArgument("The x-match header must be 'all' or 'any'.")
-    checkPredicate(predicate)
-    return dict(headers)
+    return checkJoinRequest(pipe, feed, address, headers, predicate)
 
 
 def joinKey(feed, address, headers, predicate):

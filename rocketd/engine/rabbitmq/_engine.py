@@ -23,9 +23,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rocketd.engine._hashes import HashSource
+from rocketd.engine._joins import checkJoinRequest
 from rocketd.engine._topic import BadPattern
 from rocketd.engine.message import Content, Message
-from rocketd.engine.predicates import AddressMatches
 from rocketd.engine.rabbitmq import _amqp
 from rocketd.engine.rabbitmq._mapping import ADDRESS, FEED, MESSAGE_ID, fromAMQP, toAMQP
 from rocketd.engine.rabbitmq._meta import MetaLog
@@ -808,21 +808,7 @@ class RabbitMQEngine:
             raise NoSuchResource("The feed was deleted.")
         if pipe.deleted:
             raise NoSuchResource("The pipe was deleted.")
-        if feed.isDefault:
-            raise Forbidden("Nothing can join the default feed but the pipes' own default joins.")
-        if pipe.type == "ondemand" and feed.type not in ROTATING:
-            raise Forbidden("An ondemand pipe can only join rotator and service feeds.")
-        if not isinstance(address, str):
-            raise InvalidArgument("A join address must be a string.")
-        if headers is None:
-            headers = {}
-        if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                    for k, v in headers.items()):
-            raise InvalidArgument("Join headers must map strings to strings.")
-        if headers.get("x-match", "all") not in ("all", "any"):
-            raise InvalidArgument("The x-match header must be 'all' or 'any'.")
-        if predicate is not None and type(predicate) is not AddressMatches:
-            raise InvalidArgument("A join predicate is None or an AddressMatches (a value, never code).")
+        headers = checkJoinRequest(pipe, feed, address, headers, predicate)
         # An AddressMatches checked its pattern when it was made.
         pattern = predicate.pattern if predicate is not None else None
         if len(address.encode("utf-8")) > 255:
