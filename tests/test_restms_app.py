@@ -749,6 +749,22 @@ class JoinTests(RestMSTestCase):
         self.assertEqual(self.get(self.pipe).code, 200)
         self.assertEqual(len(self.get(self.pipe).document().find("pipe").findAll("join")), 1)
 
+    def test_engineUnavailable503(self):
+        """
+        While the engine can't answer (its broker is away), a request gets
+        503 with the engine's sentence and C{Retry-After}, on a Klein route
+        and on a hot route alike.
+        """
+        from twisted.internet.defer import fail
+
+        from rocketd.errors import EngineUnavailable
+
+        self.patch(self.engine, "lookup", lambda hash: fail(EngineUnavailable(retryAfter=7)))
+        self.patch(self.engine, "getDomain", lambda name: fail(EngineUnavailable(retryAfter=7)))
+        for response in (self.get("/restms/domain/"), self.get("/restms/resource/somehash")):
+            self.assertError(response, 503, "retry later")
+            self.assertEqual(response.header("retry-after"), "7")
+
     def test_notAFeed400(self):
         self.assertError(self.post(self.pipe, restms('<join address="*" feed="%s"/>' % self.pipe)), 400, "not a feed")
         self.assertError(self.post(self.pipe, restms('<join address="*" feed="/restms/domain/"/>')), 400)

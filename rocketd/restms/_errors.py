@@ -5,9 +5,9 @@ table for every face), plus the codec's, as one sentence for the client.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
-from rocketd.http.errors import HTTPError, statusOf
+from rocketd.http.errors import HTTPError, answerOf
 from rocketd.restms.codec import CodecError
 
 
@@ -33,16 +33,12 @@ def badRequest(sentence: str) -> RestMSError:
     return RestMSError(400, sentence)
 
 
-def statusFor(exception: BaseException) -> Optional[Tuple[int, str]]:
+def statusFor(exception: BaseException) -> Optional[Tuple[int, str, Sequence[Tuple[bytes, bytes]]]]:
     """
-    The status and sentence for an exception, or None when it is not one a
-    client caused (a bug: the caller answers 500).
+    The status, sentence and headers (such as C{Retry-After} with a 503
+    while the engine is unavailable) for an exception, or None when it is
+    not one a client caused (a bug: the caller answers 500).
     """
-    if isinstance(exception, HTTPError):
-        return exception.status, exception.sentence
     if isinstance(exception, CodecError):
-        return 400, str(exception)
-    status = statusOf(exception)
-    if status is None:
-        return None
-    return status, exception.message
+        return 400, str(exception), ()
+    return answerOf(exception)

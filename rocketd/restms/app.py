@@ -256,12 +256,16 @@ class RestMSApp:
         answer = statusFor(failure.value)
         if answer is None:
             self.log.failure("RestMS request {method} {uri} failed", failure, method=request.method, uri=request.uri)
-            answer = (500, "The server failed to handle the request.")
+            answer = (500, "The server failed to handle the request.", ())
         if request.startedWriting:
             if not gone:
                 request.finish()
             return None
-        return self._error(request, *answer)
+        status, sentence, headers = answer
+        body = self._error(request, status, sentence)
+        for name, value in headers:
+            request.setHeader(name, value)
+        return body
 
     # -- responses -----------------------------------------------------------
 
