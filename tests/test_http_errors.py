@@ -58,12 +58,16 @@ class StatusTests(TestCase):
         self.assertEqual(answerOf(error), (405, "Not here.", [(b"Allow", b"GET")]))
 
     def test_restmsAnswersByTheTable(self):
-        """The RestMS face gives each engine error the table's status, and its codec errors 400."""
+        """
+        The RestMS face gives each engine error the table's status and
+        headers (Retry-After with a 503), and its codec errors 400.
+        """
         from rocketd.restms._errors import RestMSError, statusFor
         from rocketd.restms.codec import CodecError
 
         for kind, status in EXPECTED.items():
-            self.assertEqual(statusFor(kind("It went wrong.")), (status, "It went wrong."))
-        self.assertEqual(statusFor(CodecError("Not a document.")), (400, "Not a document."))
-        self.assertEqual(statusFor(RestMSError(412, "Changed.")), (412, "Changed."))
+            headers = ((b"Retry-After", b"5"),) if kind is errors.EngineUnavailable else ()
+            self.assertEqual(statusFor(kind("It went wrong.")), (status, "It went wrong.", headers))
+        self.assertEqual(statusFor(CodecError("Not a document.")), (400, "Not a document.", ()))
+        self.assertEqual(statusFor(RestMSError(412, "Changed.")), (412, "Changed.", ()))
         self.assertIsNone(statusFor(errors.EngineError("x")))
