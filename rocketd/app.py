@@ -62,18 +62,22 @@ log = Logger()
 ADMIN_MAX_CONNECTIONS = 128
 
 
-def memoryEngine(config, reactor):
-    """The embedded engine, bounded by the config's [restms] limits."""
-    from rocketd.engine.memory import MemoryEngine
-
-    return MemoryEngine(
-        clock=reactor,
+def engineLimits(config) -> dict:
+    """The config's [restms] limits, as every engine takes them."""
+    return dict(
         pipeDepth=config.pipe_depth,
         feedBacklog=config.feed_backlog,
         stageTTL=config.stage_ttl,
         stageCount=config.stage_max_count,
         stageBytes=config.stage_max_bytes,
     )
+
+
+def memoryEngine(config, reactor):
+    """The embedded engine, bounded by the config's [restms] limits."""
+    from rocketd.engine.memory import MemoryEngine
+
+    return MemoryEngine(clock=reactor, **engineLimits(config))
 
 
 def rabbitmqEngine(config, reactor):
@@ -83,16 +87,7 @@ def rabbitmqEngine(config, reactor):
     """
     from rocketd.engine.rabbitmq import RabbitMQEngine
 
-    engine = RabbitMQEngine(
-        reactor,
-        config.rabbitmq_url,
-        heartbeat=config.rabbitmq_heartbeat,
-        pipeDepth=config.pipe_depth,
-        feedBacklog=config.feed_backlog,
-        stageTTL=config.stage_ttl,
-        stageCount=config.stage_max_count,
-        stageBytes=config.stage_max_bytes,
-    )
+    engine = RabbitMQEngine(reactor, config.rabbitmq_url, heartbeat=config.rabbitmq_heartbeat, **engineLimits(config))
     engine.start()
     return engine
 
